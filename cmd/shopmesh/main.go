@@ -1,0 +1,47 @@
+// Command shopmesh is the operator's tool: `shopmesh run` starts the whole shop locally.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/shopmesh/shopmesh/services/localshop"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args, os.Getenv, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "shopmesh:", err)
+		os.Exit(1)
+	}
+}
+
+const usage = `usage: shopmesh <command> [flags]
+
+commands:
+  run     start users, products and orders on this machine (see README: Running locally)
+  help    show this text
+`
+
+var errUsage = errors.New("unknown command; run 'shopmesh help'")
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	if len(args) < 2 {
+		fmt.Fprint(stdout, usage)
+		return errUsage
+	}
+	switch args[1] {
+	case "run":
+		return localshop.Run(ctx, args[2:], getenv, stdout)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	return fmt.Errorf("%q: %w", args[1], errUsage)
+}

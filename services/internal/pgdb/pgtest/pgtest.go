@@ -1,0 +1,51 @@
+// Package pgtest gives tests a PostgreSQL schema of their own on the server DATABASE_URL names.
+package pgtest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// URL returns DATABASE_URL. Without it the test is skipped, except under CI (CI is set), where
+// a database test that does not run is a failure.
+func URL(t testing.TB) string {
+	t.Helper()
+	url := os.Getenv("DATABASE_URL")
+	if url == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatal("DATABASE_URL is not set under CI: PostgreSQL tests must run (see .ci/run)")
+		}
+		t.Skip("DATABASE_URL is not set; skipping PostgreSQL tests (see README: Tests)")
+	}
+	return url
+}
+
+// Schema returns DATABASE_URL and a fresh schema name, dropped when the test ends. The caller
+// creates the schema (pgdb.Open does).
+func Schema(t testing.TB) (url, schema string) {
+	t.Helper()
+	url = URL(t)
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	schema = "test_" + hex.EncodeToString(b)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, url)
+		if err != nil {
+			t.Errorf("drop test schema %s: %v", schema, err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE"); err != nil {
+			t.Errorf("drop test schema %s: %v", schema, err)
+		}
+	})
+	return url, schema
+}

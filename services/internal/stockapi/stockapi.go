@@ -1,0 +1,73 @@
+// Package stockapi is the reservation API that products serves and orders calls: its wire
+// types and the rules both sides apply to order lines.
+package stockapi
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/shopmesh/shopmesh/services/internal/fault"
+)
+
+// Line asks for quantity units of a product.
+type Line struct {
+	ProductID uuid.UUID `json:"product_id"`
+	Quantity  int       `json:"quantity"`
+}
+
+// ReservedLine is a reserved line with the catalog price it was reserved at.
+type ReservedLine struct {
+	ProductID      uuid.UUID `json:"product_id"`
+	Quantity       int       `json:"quantity"`
+	UnitPriceCents int64     `json:"unit_price_cents"`
+	Currency       string    `json:"currency"`
+}
+
+// Reservation holds stock for one order: the body of 200/201 from POST /reservations.
+type Reservation struct {
+	OrderID   uuid.UUID      `json:"order_id"`
+	Items     []ReservedLine `json:"items"`
+	CreatedAt time.Time      `json:"created_at"`
+}
+
+// ReservationRequest is the body of POST /reservations.
+type ReservationRequest struct {
+	OrderID uuid.UUID `json:"order_id"`
+	Items   []Line    `json:"items"`
+}
+
+// Validate names every invalid field.
+func (r *ReservationRequest) Validate() error {
+	var v fault.Validation
+	v.Check(r.OrderID != uuid.Nil, "order_id", "is required")
+	ValidateLines(&v, r.Items)
+	return v.Err()
+}
+
+// Limits on the lines of one order.
+const (
+	MaxLines    = 100
+	MaxQuantity = 10_000
+)
+
+// ValidateLines checks the lines of an order: 1 to MaxLines, each product once, quantities 1
+// to MaxQuantity.
+func ValidateLines(v *fault.Validation, lines []Line) {
+	if len(lines) == 0 || len(lines) > MaxLines {
+		v.Add("items", fmt.Sprintf("must hold 1 to %d items", MaxLines))
+	}
+	seen := map[uuid.UUID]bool{}
+	for i, l := range lines {
+		field := fmt.Sprintf("items[%d]", i)
+		switch {
+		case l.ProductID == uuid.Nil:
+			v.Add(field+".product_id", "is required")
+		case seen[l.ProductID]:
+			v.Add(field+".product_id", "appears more than once; put the whole quantity in one item")
+		}
+		seen[l.ProductID] = true
+		v.Check(l.Quantity >= 1 && l.Quantity <= MaxQuantity, field+".quantity", fmt.Sprintf("must be between 1 and %d", MaxQuantity))
+	}
+}

@@ -1,0 +1,55 @@
+package web
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/shopmesh/shopmesh/services/internal/envconf"
+)
+
+// Config is the HTTP part of every service's configuration.
+type Config struct {
+	Addr            string        // HTTP_ADDR: host:port to listen on
+	RequestTimeout  time.Duration // REQUEST_TIMEOUT: deadline for each request's work
+	ShutdownTimeout time.Duration // SHUTDOWN_TIMEOUT: how long in-flight requests get on SIGTERM
+	BodyLimitBytes  int           // BODY_LIMIT_BYTES: larger request bodies get 413
+	LogLevel        slog.Level    // LOG_LEVEL: debug, info, warn or error
+}
+
+// ReadConfig reads the HTTP settings, with defaultAddr as the listen address default.
+func ReadConfig(r *envconf.Reader, defaultAddr string) Config {
+	c := Config{
+		Addr:            r.String("HTTP_ADDR", defaultAddr),
+		RequestTimeout:  r.Duration("REQUEST_TIMEOUT", 10*time.Second),
+		ShutdownTimeout: r.Duration("SHUTDOWN_TIMEOUT", 15*time.Second),
+		BodyLimitBytes:  r.Int("BODY_LIMIT_BYTES", 1<<20),
+	}
+	if c.BodyLimitBytes <= 0 {
+		r.Fail("BODY_LIMIT_BYTES", "must be positive, got %d", c.BodyLimitBytes)
+	}
+	level := r.String("LOG_LEVEL", "info")
+	if err := c.LogLevel.UnmarshalText([]byte(level)); err != nil {
+		r.Fail("LOG_LEVEL", "must be one of debug, info, warn, error; got %q", level)
+	}
+	return c
+}
+
+// NewLogger returns a JSON logger that tags every line with the service name.
+func NewLogger(w io.Writer, level slog.Level, service string) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})).With("service", service)
+}
+
+func bodyLimitString(n int) string { return fmt.Sprintf("%dB", n) }
+
+func humanBytes(n int) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return strings.TrimSpace(fmt.Sprintf("%d bytes", n))
+}

@@ -1,0 +1,199 @@
+// Package web builds the echo server every shopmesh service runs on: middleware, problem+json
+// errors, request binding and validation, Prometheus metrics, health endpoints and graceful
+// shutdown.
+package web
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Server is an echo instance with the shopmesh middleware, metrics and health endpoints.
+type Server struct {
+	Echo     *echo.Echo
+	Registry *prometheus.Registry
+
+	cfg    Config
+	logger *slog.Logger
+
+	mu     sync.Mutex
+	checks []check
+}
+
+type check struct {
+	name string
+	fn   func(context.Context) error
+}
+
+// New returns a server configured by cfg. Routes are added by the caller on s.Echo.
+func New(cfg Config, logger *slog.Logger) *Server {
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.JSONSerializer = strictJSON{}
+	e.Validator = validator{}
+	e.HTTPErrorHandler = errorHandler(cfg.BodyLimitBytes)
+
+	s := &Server{Echo: e, Registry: prometheus.NewRegistry(), cfg: cfg, logger: logger}
+	s.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	// Order matters: the request id exists before anything logs; metrics sit outside the
+	// logger so they see the status the error handler wrote; Recover sits inside the logger so
+	// a panic is logged as that request's error.
+	e.Use(middleware.RequestID())
+	e.Use(newMetrics(s.Registry).middleware)
+	e.Use(requestLogger(logger))
+	e.Use(middleware.Recover())
+	e.Use(middleware.BodyLimit(bodyLimitString(cfg.BodyLimitBytes)))
+	e.Use(requireJSONBody)
+	e.Use(middleware.ContextTimeout(cfg.RequestTimeout))
+
+	e.GET("/healthz", func(c echo.Context) error {
+		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+	})
+	e.GET("/readyz", s.ready)
+	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{})))
+	return s
+}
+
+// AddReadinessCheck makes /readyz report 503 while fn fails.
+func (s *Server) AddReadinessCheck(name string, fn func(context.Context) error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.checks = append(s.checks, check{name, fn})
+}
+
+func (s *Server) ready(c echo.Context) error {
+	s.mu.Lock()
+	checks := append([]check(nil), s.checks...)
+	s.mu.Unlock()
+	results := map[string]string{}
+	var failed []string
+	for _, ch := range checks {
+		ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
+		err := ch.fn(ctx)
+		cancel()
+		if err != nil {
+			results[ch.name] = err.Error()
+			failed = append(failed, ch.name)
+			continue
+		}
+		results[ch.name] = "ok"
+	}
+	if len(failed) > 0 {
+		p := Problem{Type: "about:blank", Title: http.StatusText(http.StatusServiceUnavailable),
+			Status: http.StatusServiceUnavailable, Instance: c.Request().URL.Path,
+			Detail: "not ready: " + strings.Join(failed, ", ") + " unreachable"}
+		return writeProblem(c, p)
+	}
+	return c.JSON(http.StatusOK, map[string]any{"status": "ready", "checks": results})
+}
+
+// ListenAndServe listens on the configured address and serves until ctx is done.
+func (s *Server) ListenAndServe(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s (HTTP_ADDR): %w", s.cfg.Addr, err)
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve serves on ln until ctx is done, then stops accepting connections and gives in-flight
+// requests up to ShutdownTimeout to finish.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.Echo,
+		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       90 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	s.logger.Info("listening", "addr", ln.Addr().String())
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	s.logger.Info("shutting down", "grace", s.cfg.ShutdownTimeout.String())
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("graceful shutdown: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	s.logger.Info("stopped")
+	return nil
+}
+
+// Bind decodes the JSON body into v and validates it through e.Validator.
+func Bind(c echo.Context, v any) error {
+	if err := c.Bind(v); err != nil {
+		return err
+	}
+	return c.Validate(v)
+}
+
+func requestLogger(logger *slog.Logger) echo.MiddlewareFunc {
+	return middleware.RequestLoggerWithConfig(middleware.RequestLoggerConfig{
+		HandleError:  true, // the error handler writes the response before the line is logged
+		LogStatus:    true,
+		LogLatency:   true,
+		LogMethod:    true,
+		LogURIPath:   true,
+		LogRoutePath: true,
+		LogRequestID: true,
+		LogRemoteIP:  true,
+		LogError:     true,
+		LogValuesFunc: func(c echo.Context, v middleware.RequestLoggerValues) error {
+			level := slog.LevelInfo
+			if v.Status >= 500 {
+				level = slog.LevelError
+			}
+			attrs := []slog.Attr{
+				slog.String("request_id", v.RequestID),
+				slog.String("method", v.Method),
+				slog.String("path", v.URIPath),
+				slog.String("route", v.RoutePath),
+				slog.Int("status", v.Status),
+				slog.Duration("latency", v.Latency),
+				slog.String("remote_ip", v.RemoteIP),
+			}
+			if v.Error != nil {
+				attrs = append(attrs, slog.String("error", v.Error.Error()))
+			}
+			logger.LogAttrs(c.Request().Context(), level, "request", attrs...)
+			return nil
+		},
+	})
+}
+
+// requireJSONBody answers 415 for a request body that is not JSON, before any handler runs.
+func requireJSONBody(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		req := c.Request()
+		if req.ContentLength == 0 || req.Body == nil || req.Body == http.NoBody {
+			return next(c)
+		}
+		mediatype, _, _ := strings.Cut(req.Header.Get(echo.HeaderContentType), ";")
+		if strings.TrimSpace(strings.ToLower(mediatype)) != echo.MIMEApplicationJSON {
+			return echo.ErrUnsupportedMediaType
+		}
+		return next(c)
+	}
+}

@@ -1,0 +1,307 @@
+package localshop
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/shopmesh/shopmesh/services/internal/pgdb/pgtest"
+	"github.com/shopmesh/shopmesh/services/internal/web"
+	"github.com/shopmesh/shopmesh/services/internal/webtest"
+	"github.com/shopmesh/shopmesh/services/orders"
+	"github.com/shopmesh/shopmesh/services/products"
+	"github.com/shopmesh/shopmesh/services/users"
+)
+
+// lockedBuffer collects the services' logs, written from many goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+type shop struct{ users, products, orders string }
+
+// startShop runs `shopmesh run` on free loopback ports until the test ends, and checks that
+// it then shuts down cleanly.
+func startShop(t *testing.T, env map[string]string) shop {
+	t.Helper()
+	env["USERS_HTTP_ADDR"], env["PRODUCTS_HTTP_ADDR"], env["ORDERS_HTTP_ADDR"] = freeAddr(t), freeAddr(t), freeAddr(t)
+	env["SHUTDOWN_TIMEOUT"] = "5s"
+	logs := &lockedBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, nil, func(k string) string { return env[k] }, logs) }()
+	t.Cleanup(func() {
+		// Spare connections the client dialled but never used would hold each server's
+		// graceful shutdown for Go's 5 s grace on new connections.
+		http.DefaultClient.CloseIdleConnections()
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("shopmesh run: %v", err)
+			}
+			if t.Failed() {
+				t.Logf("logs:\n%s", logs)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("shopmesh run did not stop within 10s of cancel")
+		}
+	})
+	s := shop{"http://" + env["USERS_HTTP_ADDR"], "http://" + env["PRODUCTS_HTTP_ADDR"], "http://" + env["ORDERS_HTTP_ADDR"]}
+	for _, base := range []string{s.users, s.products, s.orders} {
+		waitReady(t, base, done, logs)
+	}
+	return s
+}
+
+func waitReady(t *testing.T, base string, done chan error, logs *lockedBuffer) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-done:
+			t.Fatalf("shopmesh run exited: %v\nlogs:\n%s", err, logs)
+		default:
+		}
+		resp, err := http.Get(base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s not ready in 15s\nlogs:\n%s", base, logs)
+}
+
+// storageModes runs test against in-memory storage and against PostgreSQL.
+func storageModes(t *testing.T, test func(t *testing.T, env map[string]string)) {
+	t.Run("memory", func(t *testing.T) { test(t, map[string]string{}) })
+	t.Run("postgres", func(t *testing.T) {
+		url, schema := pgtest.Schema(t)
+		_, s2 := pgtest.Schema(t)
+		_, s3 := pgtest.Schema(t)
+		test(t, map[string]string{"DATABASE_URL": url, "USERS_DATABASE_SCHEMA": schema,
+			"PRODUCTS_DATABASE_SCHEMA": s2, "ORDERS_DATABASE_SCHEMA": s3,
+			"ADMIN_EMAIL": "admin@example.com", "ADMIN_PASSWORD": "admin-password"})
+	})
+}
+
+func adminCreds(env map[string]string) (string, string) {
+	if env["ADMIN_EMAIL"] != "" {
+		return env["ADMIN_EMAIL"], env["ADMIN_PASSWORD"]
+	}
+	return LocalAdminEmail, LocalAdminPassword
+}
+
+func login(t *testing.T, s shop, email, password string) string {
+	t.Helper()
+	r := webtest.Do(t, "POST", s.users+"/users/login", map[string]string{"email": email, "password": password})
+	if r.Status != 200 {
+		t.Fatalf("login %s: %d %s", email, r.Status, r.Body)
+	}
+	var tok users.Token
+	r.Decode(t, &tok)
+	return tok.AccessToken
+}
+
+func newCustomer(t *testing.T, s shop) string {
+	t.Helper()
+	email := uuid.NewString()[:8] + "@example.com"
+	if r := webtest.Do(t, "POST", s.users+"/users", map[string]string{"email": email, "password": "password1", "name": "Customer"}); r.Status != 201 {
+		t.Fatalf("register: %d %s", r.Status, r.Body)
+	}
+	return login(t, s, email, "password1")
+}
+
+func createProduct(t *testing.T, s shop, env map[string]string, stock int) products.Product {
+	t.Helper()
+	email, password := adminCreds(env)
+	admin := login(t, s, email, password)
+	r := webtest.Do(t, "POST", s.products+"/products",
+		map[string]any{"name": "Limited Edition Mug", "price_cents": 1500, "currency": "USD", "stock": stock}, webtest.Bearer(admin)...)
+	if r.Status != 201 {
+		t.Fatalf("create product: %d %s", r.Status, r.Body)
+	}
+	var p products.Product
+	r.Decode(t, &p)
+	return p
+}
+
+func stockOf(t *testing.T, s shop, id uuid.UUID) int {
+	t.Helper()
+	var p products.Product
+	webtest.Do(t, "GET", s.products+"/products/"+id.String(), nil).Decode(t, &p)
+	return p.Stock
+}
+
+func orderBody(id uuid.UUID, qty int) map[string]any {
+	return map[string]any{"items": []map[string]any{{"product_id": id, "quantity": qty}}}
+}
+
+// TestShopEndToEnd: register → login → list products → order → list orders.
+func TestShopEndToEnd(t *testing.T) {
+	storageModes(t, func(t *testing.T, env map[string]string) {
+		s := startShop(t, env)
+		token := newCustomer(t, s)
+
+		var me struct{ Email string }
+		webtest.Do(t, "GET", s.users+"/users/me", nil, webtest.Bearer(token)...).Decode(t, &me)
+		if me.Email == "" {
+			t.Fatal("GET /users/me returned no email")
+		}
+
+		var catalog web.Page[products.Product]
+		webtest.Do(t, "GET", s.products+"/products?limit=5", nil).Decode(t, &catalog)
+		if len(catalog.Items) != 5 || catalog.NextCursor == "" {
+			t.Fatalf("seeded catalog page: %d items, next %q; want 5 and more", len(catalog.Items), catalog.NextCursor)
+		}
+		a, b := catalog.Items[0], catalog.Items[1]
+
+		r := webtest.Do(t, "POST", s.orders+"/orders", map[string]any{"items": []map[string]any{
+			{"product_id": a.ID, "quantity": 2}, {"product_id": b.ID, "quantity": 1}}}, webtest.Bearer(token)...)
+		if r.Status != 201 {
+			t.Fatalf("place order: %d %s", r.Status, r.Body)
+		}
+		var o orders.Order
+		r.Decode(t, &o)
+		if want := 2*a.PriceCents + b.PriceCents; o.TotalCents != want || o.Status != "confirmed" || len(o.Items) != 2 {
+			t.Errorf("order = %+v, want total %d from catalog prices", o, want)
+		}
+		if got := stockOf(t, s, a.ID); got != a.Stock-2 {
+			t.Errorf("stock of %s = %d, want %d", a.Name, got, a.Stock-2)
+		}
+
+		var mine web.Page[orders.Order]
+		webtest.Do(t, "GET", s.orders+"/orders", nil, webtest.Bearer(token)...).Decode(t, &mine)
+		if len(mine.Items) != 1 || mine.Items[0].ID != o.ID {
+			t.Errorf("GET /orders = %+v, want the one order %s", mine.Items, o.ID)
+		}
+		if r := webtest.Do(t, "GET", s.orders+"/orders/"+o.ID.String(), nil, webtest.Bearer(newCustomer(t, s))...); r.Status != 404 {
+			t.Errorf("another customer reads the order: %d, want 404", r.Status)
+		}
+	})
+}
+
+// TestNoOversellUnderConcurrentOrders: 50 concurrent orders of one unit for 10 in stock.
+func TestNoOversellUnderConcurrentOrders(t *testing.T) {
+	storageModes(t, func(t *testing.T, env map[string]string) {
+		s := startShop(t, env)
+		p := createProduct(t, s, env, 10)
+		token := newCustomer(t, s)
+
+		statuses := make(chan int, 50)
+		var wg sync.WaitGroup
+		for i := 0; i < 50; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				statuses <- webtest.Do(t, "POST", s.orders+"/orders", orderBody(p.ID, 1), webtest.Bearer(token)...).Status
+			}()
+		}
+		wg.Wait()
+		close(statuses)
+		count := map[int]int{}
+		for st := range statuses {
+			count[st]++
+		}
+		if count[201] != 10 || count[409] != 40 {
+			t.Errorf("statuses %v; want exactly 10 × 201 and 40 × 409", count)
+		}
+		if got := stockOf(t, s, p.ID); got != 0 {
+			t.Errorf("stock = %d, want 0", got)
+		}
+		var mine web.Page[orders.Order]
+		webtest.Do(t, "GET", s.orders+"/orders?limit=100", nil, webtest.Bearer(token)...).Decode(t, &mine)
+		if len(mine.Items) != 10 {
+			t.Errorf("%d orders stored, want 10", len(mine.Items))
+		}
+	})
+}
+
+// TestIdempotentRetries: the same request 20 times with one key → one order, one reservation;
+// sequentially every answer is that order, concurrently the rest are told to retry.
+func TestIdempotentRetries(t *testing.T) {
+	storageModes(t, func(t *testing.T, env map[string]string) {
+		s := startShop(t, env)
+		p := createProduct(t, s, env, 100)
+		token := newCustomer(t, s)
+
+		var first uuid.UUID
+		for i := 0; i < 20; i++ {
+			r := webtest.Do(t, "POST", s.orders+"/orders", orderBody(p.ID, 3), append(webtest.Bearer(token), "Idempotency-Key", "retry-seq")...)
+			if r.Status != 201 {
+				t.Fatalf("attempt %d: %d %s", i, r.Status, r.Body)
+			}
+			var o orders.Order
+			r.Decode(t, &o)
+			if i == 0 {
+				first = o.ID
+			} else if o.ID != first {
+				t.Fatalf("attempt %d created order %s, want %s again", i, o.ID, first)
+			}
+		}
+
+		statuses := make(chan int, 20)
+		var wg sync.WaitGroup
+		for i := 0; i < 20; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				statuses <- webtest.Do(t, "POST", s.orders+"/orders", orderBody(p.ID, 3), append(webtest.Bearer(token), "Idempotency-Key", "retry-par")...).Status
+			}()
+		}
+		wg.Wait()
+		close(statuses)
+		for st := range statuses {
+			if st != 201 && st != 409 {
+				t.Errorf("concurrent retry answered %d, want 201 or 409 (in progress)", st)
+			}
+		}
+
+		var mine web.Page[orders.Order]
+		webtest.Do(t, "GET", s.orders+"/orders", nil, webtest.Bearer(token)...).Decode(t, &mine)
+		if len(mine.Items) != 2 {
+			t.Errorf("%d orders for two keys, want 2", len(mine.Items))
+		}
+		if got := stockOf(t, s, p.ID); got != 100-2*3 {
+			t.Errorf("stock = %d, want %d: one reservation per key", got, 100-2*3)
+		}
+		for _, o := range mine.Items {
+			r := webtest.Do(t, "GET", s.products+"/reservations/"+o.ID.String(), nil, webtest.Bearer(token)...)
+			if r.Status != 200 {
+				t.Errorf("reservation for order %s: %d", o.ID, r.Status)
+			}
+		}
+	})
+}

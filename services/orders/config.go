@@ -1,0 +1,37 @@
+package orders
+
+import (
+	"net/url"
+	"time"
+
+	"github.com/shopmesh/shopmesh/services/internal/envconf"
+	"github.com/shopmesh/shopmesh/services/internal/jwtauth"
+	"github.com/shopmesh/shopmesh/services/internal/web"
+)
+
+// Config is the orders service's configuration, read from the environment.
+type Config struct {
+	HTTP            web.Config
+	Auth            jwtauth.VerifyConfig
+	DatabaseURL     string        // DATABASE_URL: PostgreSQL; empty keeps orders in memory
+	DatabaseSchema  string        // DATABASE_SCHEMA: the schema this service owns
+	ProductsURL     string        // PRODUCTS_URL: base URL of the products service
+	ProductsTimeout time.Duration // PRODUCTS_TIMEOUT: per call to products
+}
+
+// LoadConfig reads and validates the configuration.
+func LoadConfig(getenv func(string) string) (Config, error) {
+	r := envconf.New(getenv)
+	c := Config{
+		HTTP:            web.ReadConfig(r, ":8083"),
+		Auth:            jwtauth.ReadVerifyConfig(r),
+		DatabaseURL:     r.String("DATABASE_URL", ""),
+		DatabaseSchema:  r.String("DATABASE_SCHEMA", "orders"),
+		ProductsURL:     r.String("PRODUCTS_URL", "http://127.0.0.1:8082"),
+		ProductsTimeout: r.Duration("PRODUCTS_TIMEOUT", 5*time.Second),
+	}
+	if u, err := url.Parse(c.ProductsURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		r.Fail("PRODUCTS_URL", "must be an http(s) URL, got %q", c.ProductsURL)
+	}
+	return c, r.Err()
+}

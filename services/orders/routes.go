@@ -1,0 +1,15 @@
+package orders
+
+import (
+	"github.com/labstack/echo/v4"
+
+	"github.com/shopmesh/shopmesh/services/internal/jwtauth"
+)
+
+// addRoutes lists every route of the orders service; all of them act for the token's user.
+func addRoutes(e *echo.Echo, svc *Service, verifier *jwtauth.Verifier) {
+	authn := jwtauth.Authenticate(verifier)
+	e.POST("/orders", handlePlace(svc), authn)
+	e.GET("/orders", handleList(svc), authn)
+	e.GET("/orders/:id", handleGet(svc), authn)
+}

@@ -1,0 +1,48 @@
+package users
+
+import (
+	"time"
+
+	"github.com/shopmesh/shopmesh/services/internal/envconf"
+	"github.com/shopmesh/shopmesh/services/internal/web"
+)
+
+// Config is the users service's configuration, read from the environment.
+type Config struct {
+	HTTP           web.Config
+	DatabaseURL    string        // DATABASE_URL: PostgreSQL; empty keeps users in memory
+	DatabaseSchema string        // DATABASE_SCHEMA: the schema this service owns
+	SigningKeyFile string        // JWT_SIGNING_KEY_FILE: Ed25519 PKCS #8 PEM; empty generates one
+	ExtraKeyFiles  []string      // JWT_EXTRA_PUBLIC_KEY_FILES: more public keys to publish (rotation)
+	Issuer         string        // JWT_ISSUER
+	Audience       string        // JWT_AUDIENCE
+	TokenTTL       time.Duration // JWT_TTL
+	AdminEmail     string        // ADMIN_EMAIL: admin account created at start if missing
+	AdminPassword  string        // ADMIN_PASSWORD: its password (secret; never logged)
+}
+
+// LoadConfig reads and validates the configuration.
+func LoadConfig(getenv func(string) string) (Config, error) {
+	r := envconf.New(getenv)
+	c := Config{
+		HTTP:           web.ReadConfig(r, ":8081"),
+		DatabaseURL:    r.String("DATABASE_URL", ""),
+		DatabaseSchema: r.String("DATABASE_SCHEMA", "users"),
+		SigningKeyFile: r.String("JWT_SIGNING_KEY_FILE", ""),
+		ExtraKeyFiles:  r.List("JWT_EXTRA_PUBLIC_KEY_FILES"),
+		Issuer:         r.String("JWT_ISSUER", "shopmesh-users"),
+		Audience:       r.String("JWT_AUDIENCE", "shopmesh"),
+		TokenTTL:       r.Duration("JWT_TTL", 15*time.Minute),
+		AdminEmail:     r.String("ADMIN_EMAIL", ""),
+		AdminPassword:  getenv("ADMIN_PASSWORD"),
+	}
+	if c.AdminEmail != "" {
+		if !validEmail(c.AdminEmail) {
+			r.Fail("ADMIN_EMAIL", "must be a valid email address")
+		}
+		if len(c.AdminPassword) < MinPasswordLen {
+			r.Fail("ADMIN_PASSWORD", "must be set to at least %d characters when ADMIN_EMAIL is set", MinPasswordLen)
+		}
+	}
+	return c, r.Err()
+}

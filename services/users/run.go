@@ -1,0 +1,99 @@
+package users
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/shopmesh/shopmesh/services/internal/jwtauth"
+	"github.com/shopmesh/shopmesh/services/internal/pgdb"
+	"github.com/shopmesh/shopmesh/services/internal/web"
+)
+
+// Run starts the users service and serves until ctx is done.
+func Run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	if len(args) > 1 {
+		return errors.New("users takes no arguments; configure it with environment variables (see README)")
+	}
+	cfg, err := LoadConfig(getenv)
+	if err != nil {
+		return err
+	}
+	logger := web.NewLogger(stdout, cfg.HTTP.LogLevel, "users")
+	srv, closeFn, err := NewServer(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	return srv.ListenAndServe(ctx)
+}
+
+// NewServer builds the users service from cfg; call the returned func to release it.
+func NewServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Server, func(), error) {
+	signer, err := newSigner(cfg, logger)
+	if err != nil {
+		return nil, nil, err
+	}
+	srv := web.New(cfg.HTTP, logger)
+	var store Store = NewMemoryStore()
+	closeFn := func() {}
+	if cfg.DatabaseURL != "" {
+		pool, err := pgdb.Open(ctx, cfg.DatabaseURL, cfg.DatabaseSchema, Migrations())
+		if err != nil {
+			return nil, nil, err
+		}
+		store, closeFn = NewPostgresStore(pool), pool.Close
+		srv.AddReadinessCheck("postgres", pool.Ping)
+		logger.Info("storage", "kind", "postgres", "schema", cfg.DatabaseSchema)
+	} else {
+		logger.Info("storage", "kind", "memory")
+	}
+	svc, err := NewService(store, signer)
+	if err != nil {
+		closeFn()
+		return nil, nil, err
+	}
+	if cfg.AdminEmail != "" {
+		created, err := svc.EnsureAdmin(ctx, cfg.AdminEmail, cfg.AdminPassword)
+		if err != nil {
+			closeFn()
+			return nil, nil, fmt.Errorf("create admin account: %w", err)
+		}
+		logger.Info("admin account", "email", cfg.AdminEmail, "created", created)
+	}
+	verifier := jwtauth.NewVerifier(signer.Keys(), cfg.Issuer, cfg.Audience, jwtauth.Leeway)
+	addRoutes(srv.Echo, svc, signer, verifier)
+	return srv, closeFn, nil
+}
+
+func newSigner(cfg Config, logger *slog.Logger) (*jwtauth.Signer, error) {
+	var extra []ed25519.PublicKey
+	for _, f := range cfg.ExtraKeyFiles {
+		pub, err := jwtauth.LoadPublicKey(f)
+		if err != nil {
+			return nil, fmt.Errorf("JWT_EXTRA_PUBLIC_KEY_FILES: %w", err)
+		}
+		extra = append(extra, pub)
+	}
+	var key ed25519.PrivateKey
+	if cfg.SigningKeyFile != "" {
+		k, err := jwtauth.LoadPrivateKey(cfg.SigningKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("JWT_SIGNING_KEY_FILE: %w", err)
+		}
+		key = k
+	} else {
+		k, err := jwtauth.GenerateKey()
+		if err != nil {
+			return nil, err
+		}
+		key = k
+		logger.Warn("JWT_SIGNING_KEY_FILE is not set: generated a signing key for this process only; tokens will not survive a restart")
+	}
+	s := jwtauth.NewSigner(key, cfg.Issuer, cfg.Audience, cfg.TokenTTL, extra...)
+	logger.Info("token signing", "kid", jwtauth.KeyID(key.Public().(ed25519.PublicKey)), "published_keys", len(s.JWKS().Keys))
+	return s, nil
+}
