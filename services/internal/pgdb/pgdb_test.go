@@ -1,0 +1,108 @@
+package pgdb_test
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"testing/fstest"
+
+	"github.com/shopmesh/shopmesh/services/internal/pgdb"
+	"github.com/shopmesh/shopmesh/services/internal/pgdb/pgtest"
+)
+
+func files(m map[string]string) fstest.MapFS {
+	fs := fstest.MapFS{}
+	for name, sql := range m {
+		fs[name] = &fstest.MapFile{Data: []byte(sql)}
+	}
+	return fs
+}
+
+func TestMigrationsApplyOnceInOrder(t *testing.T) {
+	url, schema := pgtest.Schema(t)
+	ctx := context.Background()
+	v1 := files(map[string]string{
+		"002_add.sql":  `INSERT INTO things (name) VALUES ('second')`,
+		"001_init.sql": `CREATE TABLE things (name text NOT NULL)`,
+	})
+	// Several replicas starting at once: the advisory lock lets one migrate at a time.
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pool, err := pgdb.Open(ctx, url, schema, v1)
+			if err == nil {
+				pool.Close()
+			}
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("concurrent Open: %v", err)
+		}
+	}
+
+	v2 := files(map[string]string{
+		"001_init.sql": `CREATE TABLE things (name text NOT NULL)`,
+		"002_add.sql":  `INSERT INTO things (name) VALUES ('second')`,
+		"003_more.sql": `INSERT INTO things (name) VALUES ('third')`,
+	})
+	pool, err := pgdb.Open(ctx, url, schema, v2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	var names string
+	if err := pool.QueryRow(ctx, `SELECT string_agg(name, ',' ORDER BY name) FROM things`).Scan(&names); err != nil {
+		t.Fatal(err)
+	}
+	if names != "second,third" {
+		t.Errorf("rows = %q, want each migration applied once: second,third", names)
+	}
+	var versions int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM schema_migrations`).Scan(&versions); err != nil || versions != 3 {
+		t.Errorf("schema_migrations holds %d versions (%v), want 3", versions, err)
+	}
+}
+
+func TestMigrationErrors(t *testing.T) {
+	url, schema := pgtest.Schema(t)
+	tests := []struct {
+		name   string
+		schema string
+		fs     fstest.MapFS
+		want   string
+	}{
+		{"no migrations", schema, files(nil), "no migrations"},
+		{"unnumbered", schema, files(map[string]string{"init.sql": "SELECT 1"}), "positive version"},
+		{"duplicate version", schema, files(map[string]string{"001_a.sql": "SELECT 1", "001_b.sql": "SELECT 1"}), "share version"},
+		{"bad SQL names the file", schema, files(map[string]string{"001_bad.sql": "CREATE TABLEX"}), "001_bad.sql"},
+		{"bad schema name", "Users; DROP", files(map[string]string{"001_a.sql": "SELECT 1"}), "lower-case"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pool, err := pgdb.Open(context.Background(), url, tt.schema, tt.fs)
+			if err == nil {
+				pool.Close()
+				t.Fatal("Open succeeded")
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %q does not mention %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestUnreachableServerIsAClearError(t *testing.T) {
+	pgtest.URL(t) // only where PostgreSQL tests run at all
+	_, err := pgdb.Open(context.Background(), "postgres://postgres@127.0.0.1:1/none?connect_timeout=2", "x", files(map[string]string{"001_a.sql": "SELECT 1"}))
+	if err == nil || !strings.Contains(err.Error(), "127.0.0.1:1") {
+		t.Errorf("Open(unreachable) = %v; want an error naming the server", err)
+	}
+}
