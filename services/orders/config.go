@@ -6,6 +6,7 @@ import (
 
 	"github.com/shopmesh/shopmesh/services/internal/envconf"
 	"github.com/shopmesh/shopmesh/services/internal/jwtauth"
+	"github.com/shopmesh/shopmesh/services/internal/pgdb"
 	"github.com/shopmesh/shopmesh/services/internal/web"
 )
 
@@ -13,8 +14,7 @@ import (
 type Config struct {
 	HTTP            web.Config
 	Auth            jwtauth.VerifyConfig
-	DatabaseURL     string        // DATABASE_URL: PostgreSQL; empty keeps orders in memory
-	DatabaseSchema  string        // DATABASE_SCHEMA: the schema this service owns
+	Database        pgdb.Config
 	ProductsURL     string        // PRODUCTS_URL: base URL of the products service
 	ProductsTimeout time.Duration // PRODUCTS_TIMEOUT: per call to products
 }
@@ -25,8 +25,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	c := Config{
 		HTTP:            web.ReadConfig(r, ":8083"),
 		Auth:            jwtauth.ReadVerifyConfig(r),
-		DatabaseURL:     r.String("DATABASE_URL", ""),
-		DatabaseSchema:  r.String("DATABASE_SCHEMA", "orders"),
+		Database:        pgdb.ReadConfig(r, "orders"),
 		ProductsURL:     r.String("PRODUCTS_URL", "http://127.0.0.1:8082"),
 		ProductsTimeout: r.Duration("PRODUCTS_TIMEOUT", 5*time.Second),
 	}

@@ -53,17 +53,9 @@ func handleList(svc *Service) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
-		limit, err := web.ParseLimit(c.QueryParam("limit"))
+		limit, after, err := web.PageRequest(c, func(c Cursor) bool { return c.ID != uuid.Nil })
 		if err != nil {
 			return err
-		}
-		var after *Cursor
-		if raw := c.QueryParam("cursor"); raw != "" {
-			var cur Cursor
-			if err := web.DecodeCursor(raw, &cur, func() bool { return cur.ID != uuid.Nil }); err != nil {
-				return err
-			}
-			after = &cur
 		}
 		items, err := svc.List(c.Request().Context(), userID, after, limit+1)
 		if err != nil {

@@ -3,27 +3,26 @@ package products
 import (
 	"github.com/shopmesh/shopmesh/services/internal/envconf"
 	"github.com/shopmesh/shopmesh/services/internal/jwtauth"
+	"github.com/shopmesh/shopmesh/services/internal/pgdb"
 	"github.com/shopmesh/shopmesh/services/internal/web"
 )
 
 // Config is the products service's configuration, read from the environment.
 type Config struct {
-	HTTP           web.Config
-	Auth           jwtauth.VerifyConfig
-	DatabaseURL    string // DATABASE_URL: PostgreSQL; empty keeps the catalog in memory
-	DatabaseSchema string // DATABASE_SCHEMA: the schema this service owns
-	SeedDemo       bool   // SEED_DEMO_CATALOG: add the demo catalog at start (idempotent)
+	HTTP     web.Config
+	Auth     jwtauth.VerifyConfig
+	Database pgdb.Config
+	SeedDemo bool // SEED_DEMO_CATALOG: add the demo catalog at start (idempotent)
 }
 
 // LoadConfig reads and validates the configuration.
 func LoadConfig(getenv func(string) string) (Config, error) {
 	r := envconf.New(getenv)
 	c := Config{
-		HTTP:           web.ReadConfig(r, ":8082"),
-		Auth:           jwtauth.ReadVerifyConfig(r),
-		DatabaseURL:    r.String("DATABASE_URL", ""),
-		DatabaseSchema: r.String("DATABASE_SCHEMA", "products"),
-		SeedDemo:       r.Bool("SEED_DEMO_CATALOG", true),
+		HTTP:     web.ReadConfig(r, ":8082"),
+		Auth:     jwtauth.ReadVerifyConfig(r),
+		Database: pgdb.ReadConfig(r, "products"),
+		SeedDemo: r.Bool("SEED_DEMO_CATALOG", true),
 	}
 	return c, r.Err()
 }

@@ -11,17 +11,9 @@ import (
 
 func handleList(store Store) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		limit, err := web.ParseLimit(c.QueryParam("limit"))
+		limit, after, err := web.PageRequest(c, func(c Cursor) bool { return c.ID != uuid.Nil })
 		if err != nil {
 			return err
-		}
-		var after *Cursor
-		if raw := c.QueryParam("cursor"); raw != "" {
-			var cur Cursor
-			if err := web.DecodeCursor(raw, &cur, func() bool { return cur.ID != uuid.Nil }); err != nil {
-				return err
-			}
-			after = &cur
 		}
 		// One extra row tells whether there is a next page.
 		items, err := store.List(c.Request().Context(), after, limit+1)

@@ -11,19 +11,15 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/shopmesh/shopmesh/services/internal/pgdb"
 )
 
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
 
 // Migrations are the schema's versioned migrations.
-func Migrations() fs.FS {
-	sub, err := fs.Sub(migrationFiles, "migrations")
-	if err != nil {
-		panic(err) // the directory is embedded at build time
-	}
-	return sub
-}
+func Migrations() fs.FS { return pgdb.Dir(migrationFiles, "migrations") }
 
 // PostgresStore keeps the catalog in PostgreSQL.
 type PostgresStore struct{ pool *pgxpool.Pool }

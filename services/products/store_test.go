@@ -11,23 +11,14 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/shopmesh/shopmesh/services/internal/fault"
-	"github.com/shopmesh/shopmesh/services/internal/pgdb"
 	"github.com/shopmesh/shopmesh/services/internal/pgdb/pgtest"
 )
 
 // stores returns every Store implementation; the contract tests run on each.
 func stores() map[string]func(t *testing.T) Store {
 	return map[string]func(t *testing.T) Store{
-		"memory": func(*testing.T) Store { return NewMemoryStore() },
-		"postgres": func(t *testing.T) Store {
-			url, schema := pgtest.Schema(t)
-			pool, err := pgdb.Open(context.Background(), url, schema, Migrations())
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(pool.Close)
-			return NewPostgresStore(pool)
-		},
+		"memory":   func(*testing.T) Store { return NewMemoryStore() },
+		"postgres": func(t *testing.T) Store { return NewPostgresStore(pgtest.Open(t, Migrations())) },
 	}
 }
 

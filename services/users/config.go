@@ -4,14 +4,14 @@ import (
 	"time"
 
 	"github.com/shopmesh/shopmesh/services/internal/envconf"
+	"github.com/shopmesh/shopmesh/services/internal/pgdb"
 	"github.com/shopmesh/shopmesh/services/internal/web"
 )
 
 // Config is the users service's configuration, read from the environment.
 type Config struct {
 	HTTP           web.Config
-	DatabaseURL    string        // DATABASE_URL: PostgreSQL; empty keeps users in memory
-	DatabaseSchema string        // DATABASE_SCHEMA: the schema this service owns
+	Database       pgdb.Config
 	SigningKeyFile string        // JWT_SIGNING_KEY_FILE: Ed25519 PKCS #8 PEM; empty generates one
 	ExtraKeyFiles  []string      // JWT_EXTRA_PUBLIC_KEY_FILES: more public keys to publish (rotation)
 	Issuer         string        // JWT_ISSUER
@@ -26,8 +26,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	r := envconf.New(getenv)
 	c := Config{
 		HTTP:           web.ReadConfig(r, ":8081"),
-		DatabaseURL:    r.String("DATABASE_URL", ""),
-		DatabaseSchema: r.String("DATABASE_SCHEMA", "users"),
+		Database:       pgdb.ReadConfig(r, "users"),
 		SigningKeyFile: r.String("JWT_SIGNING_KEY_FILE", ""),
 		ExtraKeyFiles:  r.List("JWT_EXTRA_PUBLIC_KEY_FILES"),
 		Issuer:         r.String("JWT_ISSUER", "shopmesh-users"),

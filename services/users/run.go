@@ -3,32 +3,20 @@ package users
 import (
 	"context"
 	"crypto/ed25519"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/shopmesh/shopmesh/services/internal/jwtauth"
+
 	"github.com/shopmesh/shopmesh/services/internal/pgdb"
 	"github.com/shopmesh/shopmesh/services/internal/web"
 )
 
 // Run starts the users service and serves until ctx is done.
 func Run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
-	if len(args) > 1 {
-		return errors.New("users takes no arguments; configure it with environment variables (see README)")
-	}
-	cfg, err := LoadConfig(getenv)
-	if err != nil {
-		return err
-	}
-	logger := web.NewLogger(stdout, cfg.HTTP.LogLevel, "users")
-	srv, closeFn, err := NewServer(ctx, cfg, logger)
-	if err != nil {
-		return err
-	}
-	defer closeFn()
-	return srv.ListenAndServe(ctx)
+	return web.Run(ctx, args, getenv, stdout, "users", LoadConfig, func(c Config) web.Config { return c.HTTP }, NewServer)
 }
 
 // NewServer builds the users service from cfg; call the returned func to release it.
@@ -38,18 +26,10 @@ func NewServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Serve
 		return nil, nil, err
 	}
 	srv := web.New(cfg.HTTP, logger)
-	var store Store = NewMemoryStore()
-	closeFn := func() {}
-	if cfg.DatabaseURL != "" {
-		pool, err := pgdb.Open(ctx, cfg.DatabaseURL, cfg.DatabaseSchema, Migrations())
-		if err != nil {
-			return nil, nil, err
-		}
-		store, closeFn = NewPostgresStore(pool), pool.Close
-		srv.AddReadinessCheck("postgres", pool.Ping)
-		logger.Info("storage", "kind", "postgres", "schema", cfg.DatabaseSchema)
-	} else {
-		logger.Info("storage", "kind", "memory")
+	store, closeFn, err := pgdb.OpenStore(ctx, cfg.Database, Migrations(), srv, logger,
+		func() Store { return NewMemoryStore() }, func(p *pgxpool.Pool) Store { return NewPostgresStore(p) })
+	if err != nil {
+		return nil, nil, err
 	}
 	svc, err := NewService(store, signer)
 	if err != nil {

@@ -18,13 +18,7 @@ import (
 var migrationFiles embed.FS
 
 // Migrations are the schema's versioned migrations.
-func Migrations() fs.FS {
-	sub, err := fs.Sub(migrationFiles, "migrations")
-	if err != nil {
-		panic(err) // the directory is embedded at build time
-	}
-	return sub
-}
+func Migrations() fs.FS { return pgdb.Dir(migrationFiles, "migrations") }
 
 // PostgresStore keeps users in PostgreSQL.
 type PostgresStore struct{ pool *pgxpool.Pool }

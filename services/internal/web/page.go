@@ -68,3 +68,20 @@ func PageOf[T any](items []T, limit int, cursor func(T) any) Page[T] {
 	}
 	return page
 }
+
+// PageRequest reads the limit and cursor query parameters of a listing; valid reports whether a
+// decoded cursor is usable. after is nil on the first page.
+func PageRequest[C any](c interface{ QueryParam(string) string }, valid func(C) bool) (limit int, after *C, err error) {
+	limit, err = ParseLimit(c.QueryParam("limit"))
+	if err != nil {
+		return 0, nil, err
+	}
+	if raw := c.QueryParam("cursor"); raw != "" {
+		var cur C
+		if err := DecodeCursor(raw, &cur, func() bool { return valid(cur) }); err != nil {
+			return 0, nil, err
+		}
+		after = &cur
+	}
+	return limit, after, nil
+}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -196,4 +197,25 @@ func requireJSONBody(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		return next(c)
 	}
+}
+
+// Run is the body every service's Run shares: read the configuration, build the server, serve
+// until ctx is done, then release what the server holds.
+func Run[C any](ctx context.Context, args []string, getenv func(string) string, stdout io.Writer, name string,
+	load func(func(string) string) (C, error), httpConfig func(C) Config,
+	build func(context.Context, C, *slog.Logger) (*Server, func(), error)) error {
+	if len(args) > 1 {
+		return fmt.Errorf("%s takes no arguments; configure it with environment variables (see README)", name)
+	}
+	cfg, err := load(getenv)
+	if err != nil {
+		return err
+	}
+	logger := NewLogger(stdout, httpConfig(cfg).LogLevel, name)
+	srv, release, err := build(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer release()
+	return srv.ListenAndServe(ctx)
 }

@@ -5,11 +5,15 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"io/fs"
 	"os"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/shopmesh/shopmesh/services/internal/pgdb"
 )
 
 // URL returns DATABASE_URL. Without it the test is skipped, except under CI (CI is set), where
@@ -48,4 +52,16 @@ func Schema(t testing.TB) (url, schema string) {
 		}
 	})
 	return url, schema
+}
+
+// Open returns a pool on a fresh schema with migrations applied, closed when the test ends.
+func Open(t testing.TB, migrations fs.FS) *pgxpool.Pool {
+	t.Helper()
+	url, schema := Schema(t)
+	pool, err := pgdb.Open(context.Background(), url, schema, migrations)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
 }
