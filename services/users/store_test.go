@@ -88,3 +88,16 @@ func TestPasswordHash(t *testing.T) {
 		t.Errorf("checkPassword(not argon2id) = %v, want errBadHash", err)
 	}
 }
+
+// BenchmarkCheckPassword measures the cost of one login's password check.
+func BenchmarkCheckPassword(b *testing.B) {
+	h, err := hashPassword("correct horse")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if ok, err := checkPassword(h, "correct horse"); !ok || err != nil {
+			b.Fatal(ok, err)
+		}
+	}
+}
