@@ -1,0 +1,296 @@
+package platform
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
+	"github.com/pulumi/pulumi/sdk/v3/go/common/tokens"
+	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+	"gopkg.in/yaml.v3"
+)
+
+// Resource is one resource the program declares, as the offline plan records it.
+type Resource struct {
+	URN    string         `json:"urn"`
+	Type   string         `json:"type"`
+	Name   string         `json:"name"`
+	Parent string         `json:"parent,omitempty"`
+	Inputs map[string]any `json:"inputs"`
+	// StandIn marks a resource the harness registered in place of a remote component's
+	// child (pulumi-eks), so that the program's references to it resolve offline.
+	StandIn bool `json:"standIn,omitempty"`
+}
+
+// Plan is the program's resource graph for one stack, computed without AWS or the CLI.
+type Plan struct {
+	Project   string         `json:"project"`
+	Stack     string         `json:"stack"`
+	Resources []Resource     `json:"resources"`
+	Outputs   map[string]any `json:"outputs"`
+}
+
+// ByType returns the resources of type typ, in registration order.
+func (p *Plan) ByType(typ string) []Resource {
+	var out []Resource
+	for _, r := range p.Resources {
+		if r.Type == typ {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// Counts returns how many resources of each type the plan holds.
+func (p *Plan) Counts() map[string]int {
+	counts := map[string]int{}
+	for _, r := range p.Resources {
+		counts[r.Type]++
+	}
+	return counts
+}
+
+// StackConfig reads the configuration the Pulumi CLI would give the program for stack: the
+// defaults declared in Pulumi.yaml, overlaid with Pulumi.<stack>.yaml. dir is the folder that
+// holds them (the repository root).
+func StackConfig(dir, stack string) (project string, cfg map[string]string, err error) {
+	var proj struct {
+		Name   string `yaml:"name"`
+		Config map[string]struct {
+			Default any `yaml:"default"`
+		} `yaml:"config"`
+	}
+	if err := readYAML(filepath.Join(dir, "Pulumi.yaml"), &proj); err != nil {
+		return "", nil, err
+	}
+	cfg = map[string]string{}
+	for key, decl := range proj.Config {
+		if decl.Default != nil {
+			v, err := configValue(decl.Default)
+			if err != nil {
+				return "", nil, fmt.Errorf("Pulumi.yaml: default of %s: %w", key, err)
+			}
+			cfg[qualify(proj.Name, key)] = v
+		}
+	}
+	var st struct {
+		Config map[string]any `yaml:"config"`
+	}
+	if err := readYAML(filepath.Join(dir, "Pulumi."+stack+".yaml"), &st); err != nil {
+		return "", nil, err
+	}
+	for key, val := range st.Config {
+		v, err := configValue(val)
+		if err != nil {
+			return "", nil, fmt.Errorf("Pulumi.%s.yaml: %s: %w", stack, key, err)
+		}
+		cfg[qualify(proj.Name, key)] = v
+	}
+	return proj.Name, cfg, nil
+}
+
+func readYAML(path string, v any) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if err := yaml.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+// qualify gives a key its namespace; unqualified keys belong to the project.
+func qualify(project, key string) string {
+	if strings.Contains(key, ":") {
+		return key
+	}
+	return project + ":" + key
+}
+
+// configValue renders a YAML value as the Pulumi CLI passes config: strings as they are,
+// everything else as JSON.
+func configValue(v any) (string, error) {
+	if s, ok := v.(string); ok {
+		return s, nil
+	}
+	b, err := json.Marshal(v)
+	return string(b), err
+}
+
+// PlanStack runs program offline for one stack with the configuration in dir and returns
+// every resource it declares, with its inputs.
+func PlanStack(dir, stack string, program func(*pulumi.Context) (map[string]pulumi.Input, error)) (*Plan, error) {
+	project, cfg, err := StackConfig(dir, stack)
+	if err != nil {
+		return nil, err
+	}
+	m := &mocks{project: project, stack: stack, region: cfg["aws:region"]}
+	plan := &Plan{Project: project, Stack: stack, Outputs: map[string]any{}}
+	var mu sync.Mutex
+	err = pulumi.RunErr(func(ctx *pulumi.Context) error {
+		m.ctx = ctx
+		outputs, err := program(ctx)
+		if err != nil {
+			return err
+		}
+		for name, out := range outputs {
+			pulumi.ToOutput(out).ApplyT(func(v any) error {
+				mu.Lock()
+				defer mu.Unlock()
+				plan.Outputs[name] = v
+				return nil
+			})
+		}
+		return nil
+	}, pulumi.WithMocks(project, stack, m), func(info *pulumi.RunInfo) { info.Config = cfg })
+	if err != nil {
+		return nil, err
+	}
+	plan.Resources = m.resources()
+	if len(m.errs) > 0 {
+		return nil, errors.Join(m.errs...)
+	}
+	return plan, nil
+}
+
+// mocks answers the program's resource registrations and function calls offline.
+type mocks struct {
+	project, stack, region string
+	ctx                    *pulumi.Context
+
+	mu      sync.Mutex
+	records []Resource
+	errs    []error
+}
+
+func (m *mocks) resources() []Resource {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := append([]Resource(nil), m.records...)
+	return out
+}
+
+func (m *mocks) record(r Resource) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.records = append(m.records, r)
+}
+
+// urn computes a URN the way the mock monitor does.
+func (m *mocks) urn(parent, typ, name string) string {
+	parentType := tokens.Type("")
+	if p := resource.URN(parent); p != "" && p.QualifiedType() != resource.RootStackType {
+		parentType = p.QualifiedType()
+	}
+	return string(resource.NewURN(tokens.QName(m.stack), tokens.PackageName(m.project), parentType, tokens.Type(typ), name))
+}
+
+func (m *mocks) NewResource(args pulumi.MockResourceArgs) (string, resource.PropertyMap, error) {
+	parent := ""
+	if args.RegisterRPC != nil {
+		parent = args.RegisterRPC.GetParent()
+	}
+	m.record(Resource{
+		URN:    m.urn(parent, args.TypeToken, args.Name),
+		Type:   args.TypeToken,
+		Name:   args.Name,
+		Parent: parent,
+		Inputs: plainMap(args.Inputs),
+	})
+	id := args.Name + "-id"
+	state := args.Inputs.Copy()
+	for k, v := range fakeOutputs(m, args.TypeToken, args.Name, args.Inputs) {
+		state[resource.PropertyKey(k)] = resource.NewPropertyValue(v)
+	}
+	if args.TypeToken == "eks:index:Cluster" {
+		refs, err := m.eksStandIns(args)
+		if err != nil {
+			return "", nil, err
+		}
+		for k, v := range refs {
+			state[k] = v
+		}
+	}
+	return id, state, nil
+}
+
+func (m *mocks) Call(args pulumi.MockCallArgs) (resource.PropertyMap, error) {
+	switch args.Token {
+	case "aws:index/getAvailabilityZones:getAvailabilityZones":
+		names := []any{m.region + "a", m.region + "b", m.region + "c"}
+		return resource.NewPropertyMapFromMap(map[string]any{"names": names, "zoneIds": names, "id": m.region}), nil
+	case "aws:index/getCallerIdentity:getCallerIdentity":
+		return resource.NewPropertyMapFromMap(map[string]any{"accountId": fakeAccount, "arn": "arn:aws:iam::" + fakeAccount + ":user/offline", "userId": "offline"}), nil
+	case "aws:index/getPartition:getPartition":
+		return resource.NewPropertyMapFromMap(map[string]any{"partition": "aws", "dnsSuffix": "amazonaws.com"}), nil
+	case "aws:iam/getPolicyDocument:getPolicyDocument":
+		doc, err := renderPolicyDocument(args.Args)
+		if err != nil {
+			return nil, err
+		}
+		return resource.NewPropertyMapFromMap(map[string]any{"json": doc, "minifiedJson": doc}), nil
+	case "aws:secretsmanager/getSecretVersion:getSecretVersion":
+		return resource.NewPropertyMapFromMap(map[string]any{
+			"secretString": `{"username":"shopmesh","password":"offline-placeholder"}`,
+			"arn":          args.Args["secretId"].V, "versionId": "offline",
+		}), nil
+	}
+	return args.Args, nil
+}
+
+// plainMap turns recorded inputs into plain JSON-friendly values: secrets are unwrapped
+// (the plan is for checking, never for deploying), resource references become their URN and id.
+func plainMap(pm resource.PropertyMap) map[string]any {
+	out := make(map[string]any, len(pm))
+	for k, v := range pm {
+		out[string(k)] = plain(v)
+	}
+	return out
+}
+
+func plain(v resource.PropertyValue) any {
+	switch {
+	case v.IsNull():
+		return nil
+	case v.IsSecret():
+		return plain(v.SecretValue().Element)
+	case v.IsComputed():
+		return "<computed>"
+	case v.IsOutput():
+		if !v.OutputValue().Known {
+			return "<computed>"
+		}
+		return plain(v.OutputValue().Element)
+	case v.IsResourceReference():
+		ref := v.ResourceReferenceValue()
+		id, _ := ref.IDString()
+		return map[string]any{"urn": string(ref.URN), "id": id}
+	case v.IsArray():
+		arr := v.ArrayValue()
+		out := make([]any, len(arr))
+		for i, e := range arr {
+			out[i] = plain(e)
+		}
+		return out
+	case v.IsObject():
+		return plainMap(v.ObjectValue())
+	}
+	return v.V
+}
+
+// sortedKeys is used wherever output must not depend on map order.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,385 @@
+package platform
+
+import (
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// Both stacks are planned once per test binary; every test reads the recorded graph.
+var (
+	planOnce sync.Once
+	plans    map[string]*Plan
+	planErr  error
+)
+
+func planFor(t *testing.T, stack string) *Plan {
+	t.Helper()
+	planOnce.Do(func() {
+		plans = map[string]*Plan{}
+		for _, s := range []string{"dev", "prod"} {
+			p, err := PlanStack("../..", s, Program)
+			if err != nil {
+				planErr = fmt.Errorf("plan %s: %w", s, err)
+				return
+			}
+			plans[s] = p
+		}
+	})
+	if planErr != nil {
+		t.Fatal(planErr)
+	}
+	return plans[stack]
+}
+
+// stackConfig is what the stack's YAML says, for computing expectations.
+func stackConfig(t *testing.T, stack string) Config {
+	t.Helper()
+	_, raw, err := StackConfig("../..", stack)
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(k string) string { return raw["shopmesh:"+k] }
+	atoi := func(k string) int {
+		var n int
+		if _, err := fmt.Sscan(get(k), &n); err != nil {
+			t.Fatalf("%s: %v", k, err)
+		}
+		return n
+	}
+	var f float64
+	fmt.Sscan(get("ordersThrottleRate"), &f)
+	return Config{Environment: get("environment"), AzCount: atoi("azCount"), NatPerAz: get("natPerAz") == "true",
+		EndpointPublicAccess: get("endpointPublicAccess") == "true", Replicas: atoi("replicas"), Autoscaling: get("autoscaling") == "true",
+		DbMultiAz: get("dbMultiAz") == "true", DbDeletionProtection: get("dbDeletionProtection") == "true",
+		OrdersThrottleRate: f, OrdersThrottleBurst: atoi("ordersThrottleBurst"), EcrKeepImages: atoi("ecrKeepImages"),
+		EnableWaf: get("enableWaf") == "true", LogRetentionDays: atoi("logRetentionDays"), DbBackupRetentionDays: atoi("dbBackupRetentionDays")}
+}
+
+// one returns the single resource of typ, failing otherwise.
+func one(t *testing.T, p *Plan, typ string) Resource {
+	t.Helper()
+	rs := p.ByType(typ)
+	if len(rs) != 1 {
+		t.Fatalf("%s: %d resources of type %s, want 1", p.Stack, len(rs), typ)
+	}
+	return rs[0]
+}
+
+// at reads a nested input by a dotted path ("vpcConfig.subnetIds", "items.0.name").
+func at(v any, path string) any {
+	for _, part := range strings.Split(path, ".") {
+		switch x := v.(type) {
+		case map[string]any:
+			v = x[part]
+		case []any:
+			var i int
+			if _, err := fmt.Sscan(part, &i); err != nil || i >= len(x) {
+				return nil
+			}
+			v = x[i]
+		default:
+			return nil
+		}
+	}
+	return v
+}
+
+func asStrings(v any) []string {
+	arr, _ := v.([]any)
+	out := make([]string, 0, len(arr))
+	for _, e := range arr {
+		out = append(out, fmt.Sprint(e))
+	}
+	return out
+}
+
+// privateSubnetIDs are the ids the mocks gave the private subnets.
+func privateSubnetIDs(p *Plan) []string {
+	var ids []string
+	for _, r := range p.ByType("aws:ec2/subnet:Subnet") {
+		if strings.Contains(r.Name, "-private-") {
+			ids = append(ids, r.Name+"-id")
+		}
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// sorted returns the strings of v in order, for comparing lists whose order does not matter.
+func sorted(v any) []string {
+	out := asStrings(v)
+	sort.Strings(out)
+	return out
+}
+
+func forStacks(t *testing.T, test func(t *testing.T, p *Plan, cfg Config)) {
+	for _, stack := range []string{"dev", "prod"} {
+		t.Run(stack, func(t *testing.T) { test(t, planFor(t, stack), stackConfig(t, stack)) })
+	}
+}
+
+func TestInventory(t *testing.T) {
+	forStacks(t, func(t *testing.T, p *Plan, cfg Config) {
+		nats := 1
+		if cfg.NatPerAz {
+			nats = cfg.AzCount
+		}
+		want := map[string]int{
+			"shopmesh:network:Network":                            1,
+			"aws:ec2/vpc:Vpc":                                     1,
+			"aws:ec2/subnet:Subnet":                               2 * cfg.AzCount,
+			"aws:ec2/internetGateway:InternetGateway":             1,
+			"aws:ec2/natGateway:NatGateway":                       nats,
+			"aws:ec2/eip:Eip":                                     nats,
+			"aws:ec2/routeTable:RouteTable":                       1 + cfg.AzCount,
+			"aws:ec2/routeTableAssociation:RouteTableAssociation": 2 * cfg.AzCount,
+			"shopmesh:registry:Registry":                          1,
+			"aws:ecr/repository:Repository":                       len(Services),
+			"aws:ecr/lifecyclePolicy:LifecyclePolicy":             len(Services),
+			"shopmesh:cluster:Cluster":                            1,
+			"eks:index:Cluster":                                   1,
+			"eks:index:ManagedNodeGroup":                          1,
+			"aws:ec2/launchTemplate:LaunchTemplate":               1,
+			"pulumi:providers:kubernetes":                         1,
+			"shopmesh:database:Database":                          1,
+			"aws:rds/instance:Instance":                           1,
+			"aws:rds/subnetGroup:SubnetGroup":                     1,
+		}
+		counts := p.Counts()
+		for typ, n := range want {
+			if counts[typ] != n {
+				t.Errorf("%s: %d × %s, want %d", p.Stack, counts[typ], typ, n)
+			}
+		}
+	})
+}
+
+func TestComponentsParentTheirResources(t *testing.T) {
+	forStacks(t, func(t *testing.T, p *Plan, _ Config) {
+		checked := 0
+		for _, r := range p.Resources {
+			if strings.HasPrefix(r.Type, "shopmesh:") || r.Type == "pulumi:pulumi:Stack" {
+				continue
+			}
+			checked++
+			if r.Parent == "" || !strings.Contains(r.Parent, "shopmesh:") {
+				t.Errorf("%s %s is not a child of a shopmesh component (parent %q)", r.Type, r.Name, r.Parent)
+			}
+		}
+		if checked < 30 {
+			t.Errorf("checked only %d resources", checked)
+		}
+	})
+}
+
+func TestNetworkIsPrivateByDefault(t *testing.T) {
+	forStacks(t, func(t *testing.T, p *Plan, cfg Config) {
+		subnets := p.ByType("aws:ec2/subnet:Subnet")
+		for _, s := range subnets {
+			if s.Inputs["mapPublicIpOnLaunch"] != false {
+				t.Errorf("subnet %s maps public IPs on launch", s.Name)
+			}
+			role := "kubernetes.io/role/elb"
+			if strings.Contains(s.Name, "-private-") {
+				role = "kubernetes.io/role/internal-elb"
+			}
+			tags, _ := s.Inputs["tags"].(map[string]any)
+			if tags[role] != "1" || tags["kubernetes.io/cluster/shopmesh-"+p.Stack+"-eks"] != "shared" {
+				t.Errorf("subnet %s lacks the EKS tags %s and kubernetes.io/cluster/…", s.Name, role)
+			}
+		}
+		privateRoutes := 0
+		for _, rt := range p.ByType("aws:ec2/routeTable:RouteTable") {
+			if strings.Contains(rt.Name, "-private-") {
+				privateRoutes++
+				if at(rt.Inputs, "routes.0.natGatewayId") == nil || at(rt.Inputs, "routes.0.gatewayId") != nil {
+					t.Errorf("private route table %s does not route out through NAT only: %v", rt.Name, rt.Inputs["routes"])
+				}
+			}
+		}
+		if privateRoutes != cfg.AzCount {
+			t.Errorf("%d private route tables, want %d", privateRoutes, cfg.AzCount)
+		}
+	})
+}
+
+func TestClusterSecurity(t *testing.T) {
+	forStacks(t, func(t *testing.T, p *Plan, cfg Config) {
+		eks := one(t, p, "eks:index:Cluster")
+		if got := asStrings(eks.Inputs["enabledClusterLogTypes"]); !reflect.DeepEqual(got, ControlPlaneLogTypes) {
+			t.Errorf("control-plane logs = %v, want all of %v", got, ControlPlaneLogTypes)
+		}
+		if key, _ := eks.Inputs["encryptionConfigKeyArn"].(string); !strings.HasPrefix(key, "arn:aws:kms:") {
+			t.Errorf("secrets encryption key = %v", eks.Inputs["encryptionConfigKeyArn"])
+		}
+		if eks.Inputs["createOidcProvider"] != true || eks.Inputs["skipDefaultNodeGroup"] != true {
+			t.Errorf("createOidcProvider/skipDefaultNodeGroup = %v/%v", eks.Inputs["createOidcProvider"], eks.Inputs["skipDefaultNodeGroup"])
+		}
+		if eks.Inputs["endpointPrivateAccess"] != true || eks.Inputs["endpointPublicAccess"] != cfg.EndpointPublicAccess {
+			t.Errorf("endpoint private/public = %v/%v, want true/%v", eks.Inputs["endpointPrivateAccess"], eks.Inputs["endpointPublicAccess"], cfg.EndpointPublicAccess)
+		}
+		if got := sorted(eks.Inputs["privateSubnetIds"]); !reflect.DeepEqual(got, privateSubnetIDs(p)) {
+			t.Errorf("cluster subnets = %v, want the private ones %v", got, privateSubnetIDs(p))
+		}
+
+		nodes := one(t, p, "eks:index:ManagedNodeGroup")
+		if got := sorted(nodes.Inputs["subnetIds"]); !reflect.DeepEqual(got, privateSubnetIDs(p)) {
+			t.Errorf("node group subnets = %v, want the private ones", got)
+		}
+		lt := one(t, p, "aws:ec2/launchTemplate:LaunchTemplate")
+		if at(lt.Inputs, "metadataOptions.httpTokens") != "required" || at(lt.Inputs, "metadataOptions.httpPutResponseHopLimit") != float64(1) {
+			t.Errorf("launch template metadata = %v, want IMDSv2 required with hop limit 1", lt.Inputs["metadataOptions"])
+		}
+		if at(nodes.Inputs, "launchTemplate.id") != lt.Name+"-id" {
+			t.Errorf("node group does not use the launch template: %v", nodes.Inputs["launchTemplate"])
+		}
+		// The stand-in carries the same settings in the shape a real preview shows.
+		child := one(t, p, "aws:eks/cluster:Cluster")
+		if !child.StandIn || at(child.Inputs, "vpcConfig.endpointPublicAccess") != cfg.EndpointPublicAccess {
+			t.Errorf("EKS stand-in = %+v", child)
+		}
+	})
+}
+
+func TestRegistry(t *testing.T) {
+	forStacks(t, func(t *testing.T, p *Plan, cfg Config) {
+		for _, r := range p.ByType("aws:ecr/repository:Repository") {
+			if r.Inputs["imageTagMutability"] != "IMMUTABLE" || at(r.Inputs, "imageScanningConfiguration.scanOnPush") != true ||
+				at(r.Inputs, "encryptionConfigurations.0.encryptionType") != "KMS" {
+				t.Errorf("repository %s: %v", r.Name, r.Inputs)
+			}
+		}
+		for _, lp := range p.ByType("aws:ecr/lifecyclePolicy:LifecyclePolicy") {
+			var policy struct {
+				Rules []struct {
+					Selection struct{ CountNumber int } `json:"selection"`
+				} `json:"rules"`
+			}
+			if err := json.Unmarshal([]byte(lp.Inputs["policy"].(string)), &policy); err != nil || len(policy.Rules) != 1 || policy.Rules[0].Selection.CountNumber != cfg.EcrKeepImages {
+				t.Errorf("lifecycle policy %s keeps %+v (%v), want %d", lp.Name, policy, err, cfg.EcrKeepImages)
+			}
+		}
+	})
+}
+
+func TestDatabase(t *testing.T) {
+	forStacks(t, func(t *testing.T, p *Plan, cfg Config) {
+		db := one(t, p, "aws:rds/instance:Instance")
+		for key, want := range map[string]any{
+			"publiclyAccessible":       false,
+			"storageEncrypted":         true,
+			"manageMasterUserPassword": true,
+			"multiAz":                  cfg.DbMultiAz,
+			"deletionProtection":       cfg.DbDeletionProtection,
+			"backupRetentionPeriod":    float64(cfg.DbBackupRetentionDays),
+			"skipFinalSnapshot":        !cfg.Prod(),
+		} {
+			if db.Inputs[key] != want {
+				t.Errorf("rds %s = %v, want %v", key, db.Inputs[key], want)
+			}
+		}
+		if _, hasPassword := db.Inputs["password"]; hasPassword {
+			t.Error("rds has a password input; Secrets Manager must manage it")
+		}
+		group := one(t, p, "aws:rds/subnetGroup:SubnetGroup")
+		if got := sorted(group.Inputs["subnetIds"]); !reflect.DeepEqual(got, privateSubnetIDs(p)) {
+			t.Errorf("db subnet group = %v, want the private subnets", got)
+		}
+		sg := one(t, p, "aws:ec2/securityGroup:SecurityGroup")
+		ingress, _ := sg.Inputs["ingress"].([]any)
+		if len(ingress) != 1 || at(ingress[0], "fromPort") != float64(5432) || at(ingress[0], "cidrBlocks") != nil ||
+			!reflect.DeepEqual(asStrings(at(ingress[0], "securityGroups")), []string{"sg-shopmesh-" + p.Stack + "-eks-cluster"}) {
+			t.Errorf("db security group ingress = %v, want 5432 from the cluster security group only", ingress)
+		}
+	})
+}
+
+func TestEncryptionKeysRotate(t *testing.T) {
+	forStacks(t, func(t *testing.T, p *Plan, _ Config) {
+		keys := p.ByType("aws:kms/key:Key")
+		if len(keys) < 3 {
+			t.Fatalf("%d KMS keys, want one each for EKS secrets, ECR and RDS", len(keys))
+		}
+		for _, k := range keys {
+			if k.Inputs["enableKeyRotation"] != true {
+				t.Errorf("KMS key %s does not rotate", k.Name)
+			}
+		}
+	})
+}
+
+func TestAWSResourcesAreTagged(t *testing.T) {
+	forStacks(t, func(t *testing.T, p *Plan, _ Config) {
+		tagged := 0
+		for _, r := range p.Resources {
+			tags, ok := r.Inputs["tags"].(map[string]any)
+			if !ok || r.StandIn {
+				continue
+			}
+			tagged++
+			if tags["project"] != "shopmesh" || tags["environment"] != p.Stack {
+				t.Errorf("%s %s tags = %v, want project and environment", r.Type, r.Name, tags)
+			}
+		}
+		if tagged < 20 {
+			t.Errorf("only %d tagged resources checked", tagged)
+		}
+	})
+}
+
+func TestDevAndProdDiffer(t *testing.T) {
+	dev, prod := planFor(t, "dev"), planFor(t, "prod")
+	diffs := []struct {
+		what      string
+		dev, prod any
+	}{
+		{"subnets", len(dev.ByType("aws:ec2/subnet:Subnet")), len(prod.ByType("aws:ec2/subnet:Subnet"))},
+		{"NAT gateways", len(dev.ByType("aws:ec2/natGateway:NatGateway")), len(prod.ByType("aws:ec2/natGateway:NatGateway"))},
+		{"public endpoint", one(t, dev, "eks:index:Cluster").Inputs["endpointPublicAccess"], one(t, prod, "eks:index:Cluster").Inputs["endpointPublicAccess"]},
+		{"node types", fmt.Sprint(one(t, dev, "eks:index:ManagedNodeGroup").Inputs["instanceTypes"]), fmt.Sprint(one(t, prod, "eks:index:ManagedNodeGroup").Inputs["instanceTypes"])},
+		{"node max", at(one(t, dev, "eks:index:ManagedNodeGroup").Inputs, "scalingConfig.maxSize"), at(one(t, prod, "eks:index:ManagedNodeGroup").Inputs, "scalingConfig.maxSize")},
+		{"RDS class", one(t, dev, "aws:rds/instance:Instance").Inputs["instanceClass"], one(t, prod, "aws:rds/instance:Instance").Inputs["instanceClass"]},
+		{"Multi-AZ", one(t, dev, "aws:rds/instance:Instance").Inputs["multiAz"], one(t, prod, "aws:rds/instance:Instance").Inputs["multiAz"]},
+		{"deletion protection", one(t, dev, "aws:rds/instance:Instance").Inputs["deletionProtection"], one(t, prod, "aws:rds/instance:Instance").Inputs["deletionProtection"]},
+	}
+	for _, d := range diffs {
+		if reflect.DeepEqual(d.dev, d.prod) {
+			t.Errorf("%s: dev and prod are both %v", d.what, d.dev)
+		}
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	good := Config{Environment: "dev", VpcCidr: "10.0.0.0/16", AzCount: 2, NodeInstanceTypes: []string{"t3.large"},
+		NodeMinSize: 1, NodeDesiredSize: 1, NodeMaxSize: 2, ImageTag: "0.1.0", Replicas: 1, EcrKeepImages: 5,
+		DbInstanceClass: "db.t4g.micro", DbAllocatedStorage: 20, DbBackupRetentionDays: 1, ApiThrottleRate: 1,
+		ApiThrottleBurst: 1, OrdersThrottleRate: 1, OrdersThrottleBurst: 1, LogRetentionDays: 7}
+	if err := good.Validate(); err != nil {
+		t.Fatalf("valid config refused: %v", err)
+	}
+	tests := []struct {
+		name string
+		mod  func(*Config)
+		want string
+	}{
+		{"environment", func(c *Config) { c.Environment = "staging" }, "environment must be dev or prod"},
+		{"cidr", func(c *Config) { c.VpcCidr = "10.0.0.0/8" }, "vpcCidr"},
+		{"zones", func(c *Config) { c.AzCount = 4 }, "azCount"},
+		{"node sizes", func(c *Config) { c.NodeDesiredSize = 5 }, "nodeMinSize <= nodeDesiredSize"},
+		{"latest tag", func(c *Config) { c.ImageTag = "latest" }, "imageTag"},
+		{"retention", func(c *Config) { c.LogRetentionDays = 10 }, "logRetentionDays"},
+		{"open endpoint", func(c *Config) { c.EndpointPublicAccess, c.PublicAccessCidrs = true, []string{"0.0.0.0/0"} }, "0.0.0.0/0"},
+	}
+	for _, tt := range tests {
+		c := good
+		tt.mod(&c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: Validate = %v, want an error mentioning %q", tt.name, err, tt.want)
+		}
+	}
+}

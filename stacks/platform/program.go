@@ -1,0 +1,54 @@
+package platform
+
+import (
+	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+)
+
+// Program declares the whole platform for the current stack and returns the stack outputs.
+func Program(ctx *pulumi.Context) (map[string]pulumi.Input, error) {
+	cfg, err := LoadConfig(ctx)
+	if err != nil {
+		return nil, err
+	}
+	clusterName := cfg.Name("eks")
+
+	network, err := NewNetwork(ctx, "network", NetworkArgs{Config: cfg, ClusterName: clusterName})
+	if err != nil {
+		return nil, err
+	}
+	registry, err := NewRegistry(ctx, "registry", RegistryArgs{Config: cfg, Services: Services})
+	if err != nil {
+		return nil, err
+	}
+	cluster, err := NewCluster(ctx, "cluster", ClusterArgs{Config: cfg, Name: clusterName, Network: network})
+	if err != nil {
+		return nil, err
+	}
+	database, err := NewDatabase(ctx, "database", DatabaseArgs{Config: cfg, Network: network, ClientSecurityGroupID: cluster.SecurityGroupID})
+	if err != nil {
+		return nil, err
+	}
+
+	repos := pulumi.StringMap{}
+	for svc, url := range registry.RepositoryURLs {
+		repos[svc] = url
+	}
+	return map[string]pulumi.Input{
+		"clusterName":      cluster.Name,
+		"kubeconfig":       cluster.Kubeconfig,
+		"repositoryUrls":   repos,
+		"databaseEndpoint": database.Address,
+	}, nil
+}
+
+// Run is stacks/main.go's entry point: the program with its outputs exported.
+func Run(ctx *pulumi.Context) error {
+	outputs, err := Program(ctx)
+	if err != nil {
+		return err
+	}
+	for _, name := range sortedKeys(outputs) {
+		ctx.Export(name, outputs[name])
+	}
+	return nil
+}

@@ -1,0 +1,94 @@
+package platform
+
+import (
+	"encoding/json"
+
+	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/ecr"
+	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/kms"
+	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+)
+
+// Registry is an ECR repository per service.
+type Registry struct {
+	pulumi.ResourceState
+
+	RepositoryURLs map[string]pulumi.StringOutput
+}
+
+// RegistryArgs configures a Registry.
+type RegistryArgs struct {
+	Config   Config
+	Services []string
+}
+
+// NewRegistry creates the repositories: scanned on push, immutable tags, KMS-encrypted, and
+// pruned to the newest cfg.EcrKeepImages images.
+func NewRegistry(ctx *pulumi.Context, name string, args RegistryArgs, opts ...pulumi.ResourceOption) (*Registry, error) {
+	r := &Registry{RepositoryURLs: map[string]pulumi.StringOutput{}}
+	if err := ctx.RegisterComponentResource("shopmesh:registry:Registry", name, r, opts...); err != nil {
+		return nil, err
+	}
+	cfg, parent := args.Config, pulumi.Parent(r)
+	key, err := kms.NewKey(ctx, name, &kms.KeyArgs{
+		Description:       pulumi.String("ECR image encryption for " + cfg.Name("registry")),
+		EnableKeyRotation: pulumi.Bool(true),
+		Tags:              cfg.Tags("ecr"),
+	}, parent)
+	if err != nil {
+		return nil, err
+	}
+	lifecycle, err := lifecyclePolicy(cfg.EcrKeepImages)
+	if err != nil {
+		return nil, err
+	}
+	outputs := pulumi.Map{}
+	for _, svc := range args.Services {
+		repo, err := ecr.NewRepository(ctx, svc, &ecr.RepositoryArgs{
+			Name:                       pulumi.String(cfg.Project + "/" + svc),
+			ImageTagMutability:         pulumi.String("IMMUTABLE"),
+			ImageScanningConfiguration: &ecr.RepositoryImageScanningConfigurationArgs{ScanOnPush: pulumi.Bool(true)},
+			EncryptionConfigurations: ecr.RepositoryEncryptionConfigurationArray{ecr.RepositoryEncryptionConfigurationArgs{
+				EncryptionType: pulumi.String("KMS"), KmsKey: key.Arn,
+			}},
+			// Dev repositories may be deleted with their images; prod keeps them.
+			ForceDelete: pulumi.Bool(!cfg.Prod()),
+			Tags:        cfg.Tags("ecr-" + svc),
+		}, parent)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := ecr.NewLifecyclePolicy(ctx, svc, &ecr.LifecyclePolicyArgs{
+			Repository: repo.Name, Policy: pulumi.String(lifecycle),
+		}, parent); err != nil {
+			return nil, err
+		}
+		r.RepositoryURLs[svc] = repo.RepositoryUrl
+		outputs[svc] = repo.RepositoryUrl
+	}
+	if err := ctx.RegisterResourceOutputs(r, pulumi.Map{"repositoryUrls": outputs}); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// lifecyclePolicy keeps the newest keep images of any tag.
+func lifecyclePolicy(keep int) (string, error) {
+	type selection struct {
+		TagStatus   string `json:"tagStatus"`
+		CountType   string `json:"countType"`
+		CountNumber int    `json:"countNumber"`
+	}
+	type rule struct {
+		RulePriority int               `json:"rulePriority"`
+		Description  string            `json:"description"`
+		Selection    selection         `json:"selection"`
+		Action       map[string]string `json:"action"`
+	}
+	b, err := json.Marshal(map[string][]rule{"rules": {{
+		RulePriority: 1,
+		Description:  "keep the newest images only",
+		Selection:    selection{TagStatus: "any", CountType: "imageCountMoreThan", CountNumber: keep},
+		Action:       map[string]string{"type": "expire"},
+	}}})
+	return string(b), err
+}
