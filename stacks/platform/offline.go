@@ -18,11 +18,13 @@ import (
 
 // Resource is one resource the program declares, as the offline plan records it.
 type Resource struct {
-	URN    string         `json:"urn"`
-	Type   string         `json:"type"`
-	Name   string         `json:"name"`
-	Parent string         `json:"parent,omitempty"`
-	Inputs map[string]any `json:"inputs"`
+	URN    string `json:"urn"`
+	Type   string `json:"type"`
+	Name   string `json:"name"`
+	Parent string `json:"parent,omitempty"`
+	// Provider is the explicit provider reference ("urn::id"), empty for the default one.
+	Provider string         `json:"provider,omitempty"`
+	Inputs   map[string]any `json:"inputs"`
 	// StandIn marks a resource the harness registered in place of a remote component's
 	// child (pulumi-eks), so that the program's references to it resolve offline.
 	StandIn bool `json:"standIn,omitempty"`
@@ -198,11 +200,12 @@ func (m *mocks) NewResource(args pulumi.MockResourceArgs) (string, resource.Prop
 		parent = args.RegisterRPC.GetParent()
 	}
 	m.record(Resource{
-		URN:    m.urn(parent, args.TypeToken, args.Name),
-		Type:   args.TypeToken,
-		Name:   args.Name,
-		Parent: parent,
-		Inputs: plainMap(args.Inputs),
+		URN:      m.urn(parent, args.TypeToken, args.Name),
+		Type:     args.TypeToken,
+		Name:     args.Name,
+		Parent:   parent,
+		Provider: args.Provider,
+		Inputs:   plainMap(args.Inputs),
 	})
 	id := args.Name + "-id"
 	state := args.Inputs.Copy()

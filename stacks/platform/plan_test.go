@@ -150,6 +150,39 @@ func TestInventory(t *testing.T) {
 			"aws:rds/instance:Instance":                           1,
 			"aws:rds/subnetGroup:SubnetGroup":                     1,
 		}
+		perService := map[string]int{
+			"kubernetes:apps/v1:Deployment": 1, "kubernetes:core/v1:Service": 1, "kubernetes:core/v1:ServiceAccount": 1,
+			"kubernetes:core/v1:ConfigMap": 1, "kubernetes:security.istio.io/v1:AuthorizationPolicy": 1,
+			"kubernetes:networking.istio.io/v1:DestinationRule": 1,
+		}
+		for typ, n := range perService {
+			want[typ] = n * len(Services)
+		}
+		scaled, waf, account := 0, 0, 0
+		if cfg.Autoscaling {
+			scaled = len(Services)
+		}
+		if cfg.EnableWaf {
+			waf = 1
+		}
+		if p.Stack == "dev" { // manageApiGatewayAccount
+			account = 1
+		}
+		for typ, n := range map[string]int{
+			"shopmesh:edge:Edge": 1, "shopmesh:mesh:Mesh": 1, "shopmesh:workloads:Workloads": 1,
+			"aws:lb/loadBalancer:LoadBalancer": 1, "aws:lb/targetGroup:TargetGroup": 1, "aws:lb/listener:Listener": 1,
+			"aws:apigateway/restApi:RestApi": 1, "aws:apigateway/vpcLink:VpcLink": 1,
+			"aws:apigateway/resource:Resource": 2 * len(APIServices), "aws:apigateway/method:Method": 2*len(APIServices) + 1,
+			"aws:apigateway/deployment:Deployment": 1, "aws:apigateway/stage:Stage": 1, "aws:apigateway/methodSettings:MethodSettings": 2,
+			"aws:apigateway/usagePlan:UsagePlan": 1, "aws:cloudwatch/logGroup:LogGroup": 1, "aws:apigateway/account:Account": account,
+			"aws:wafv2/webAcl:WebAcl": waf, "aws:wafv2/webAclAssociation:WebAclAssociation": waf,
+			"kubernetes:helm.sh/v3:Release": 3, "kubernetes:core/v1:Namespace": 2, "kubernetes:core/v1:Secret": 1,
+			"kubernetes:networking.k8s.io/v1:NetworkPolicy":      2 + len(Services),
+			"kubernetes:security.istio.io/v1:PeerAuthentication": 2, "kubernetes:elbv2.k8s.aws/v1beta1:TargetGroupBinding": 1,
+			"kubernetes:autoscaling/v2:HorizontalPodAutoscaler": scaled, "kubernetes:policy/v1:PodDisruptionBudget": scaled,
+		} {
+			want[typ] = n
+		}
 		counts := p.Counts()
 		for typ, n := range want {
 			if counts[typ] != n {

@@ -4,6 +4,9 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 )
 
+// Namespace is where the shop's workloads run.
+const Namespace = "shop"
+
 // Program declares the whole platform for the current stack and returns the stack outputs.
 func Program(ctx *pulumi.Context) (map[string]pulumi.Input, error) {
 	cfg, err := LoadConfig(ctx)
@@ -29,6 +32,21 @@ func Program(ctx *pulumi.Context) (map[string]pulumi.Input, error) {
 		return nil, err
 	}
 
+	edge, err := NewEdge(ctx, "edge", EdgeArgs{Config: cfg, Network: network, Cluster: cluster})
+	if err != nil {
+		return nil, err
+	}
+	mesh, err := NewMesh(ctx, "mesh", MeshArgs{Config: cfg, Provider: cluster.Provider, Namespace: Namespace})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := NewWorkloads(ctx, "workloads", WorkloadsArgs{
+		Config: cfg, Provider: cluster.Provider, Mesh: mesh, Network: network, Cluster: cluster,
+		Registry: registry, Database: database, TargetGroupArn: edge.TargetGroupArn,
+	}); err != nil {
+		return nil, err
+	}
+
 	repos := pulumi.StringMap{}
 	for svc, url := range registry.RepositoryURLs {
 		repos[svc] = url
@@ -38,6 +56,8 @@ func Program(ctx *pulumi.Context) (map[string]pulumi.Input, error) {
 		"kubeconfig":       cluster.Kubeconfig,
 		"repositoryUrls":   repos,
 		"databaseEndpoint": database.Address,
+		"apiUrl":           edge.ApiURL,
+		"nlbDnsName":       edge.NlbDNSName,
 	}, nil
 }
 

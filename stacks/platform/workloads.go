@@ -1,0 +1,430 @@
+package platform
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/iam"
+	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/secretsmanager"
+	"github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes"
+	"github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/apiextensions"
+	appsv1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/apps/v1"
+	autoscalingv2 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/autoscaling/v2"
+	corev1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/core/v1"
+	helmv3 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/helm/v3"
+	metav1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/meta/v1"
+	networkingv1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/networking/v1"
+	policyv1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/policy/v1"
+	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+)
+
+// Workloads are the shop's Kubernetes resources: per service a ServiceAccount, ConfigMap,
+// Deployment and Service (plus HPA and PDB when autoscaling), network policies, the database
+// secret, and the AWS Load Balancer Controller registering the gateway in the NLB.
+type Workloads struct {
+	pulumi.ResourceState
+}
+
+// WorkloadsArgs configures Workloads.
+type WorkloadsArgs struct {
+	Config         Config
+	Provider       *kubernetes.Provider
+	Mesh           *Mesh
+	Network        *Network
+	Cluster        *Cluster
+	Registry       *Registry
+	Database       *Database
+	TargetGroupArn pulumi.StringOutput
+}
+
+// UsersSigningKeySecret is the Secret (key signing.pem) that holds the users service's Ed25519
+// signing key. It is created once per cluster, outside Pulumi, so that the key never enters
+// Pulumi state and every users replica signs with the same key (README: Deploying).
+const UsersSigningKeySecret = "users-jwt-signing-key"
+
+// dataServices keep data in PostgreSQL, each in its own schema.
+var dataServices = map[string]bool{"users": true, "products": true, "orders": true}
+
+// Calls lists whom each service calls; the inverse of Callers, for egress policies.
+func Calls(svc string) []string {
+	var out []string
+	for _, callee := range Services {
+		for _, caller := range Callers[callee] {
+			if caller == svc {
+				out = append(out, callee)
+			}
+		}
+	}
+	return out
+}
+
+// NewWorkloads deploys the services into the mesh namespace.
+func NewWorkloads(ctx *pulumi.Context, name string, args WorkloadsArgs, opts ...pulumi.ResourceOption) (*Workloads, error) {
+	w := &Workloads{}
+	if err := ctx.RegisterComponentResource("shopmesh:workloads:Workloads", name, w, opts...); err != nil {
+		return nil, err
+	}
+	cfg, ns := args.Config, args.Mesh.Namespace
+	k8s := []pulumi.ResourceOption{pulumi.Parent(w), pulumi.Provider(args.Provider), pulumi.DependsOn(args.Mesh.Ready)}
+	meta := func(objName string, labels pulumi.StringMap) *metav1.ObjectMetaArgs {
+		return &metav1.ObjectMetaArgs{Name: pulumi.String(objName), Namespace: pulumi.String(ns), Labels: labels}
+	}
+
+	parent := pulumi.Parent(w)
+	dbSecret, err := databaseSecret(ctx, args, parent, meta, k8s)
+	if err != nil {
+		return nil, err
+	}
+	var gatewayService *corev1.Service
+	for _, svc := range Services {
+		labels := pulumi.StringMap{"app": pulumi.String(svc), "app.kubernetes.io/part-of": pulumi.String("shopmesh")}
+		sa, err := corev1.NewServiceAccount(ctx, svc, &corev1.ServiceAccountArgs{
+			Metadata: meta(svc, labels),
+			// Workload identity comes from the token Istio mints; the API token is not needed.
+			AutomountServiceAccountToken: pulumi.Bool(false),
+		}, k8s...)
+		if err != nil {
+			return nil, err
+		}
+		cm, err := corev1.NewConfigMap(ctx, svc, &corev1.ConfigMapArgs{Metadata: meta(svc, labels), Data: serviceEnv(cfg, ns, svc)}, k8s...)
+		if err != nil {
+			return nil, err
+		}
+		deployment, err := appsv1.NewDeployment(ctx, svc, &appsv1.DeploymentArgs{
+			Metadata: meta(svc, labels),
+			Spec:     deploymentSpec(cfg, svc, labels, sa, cm, dbSecret, args.Registry.RepositoryURLs[svc]),
+		}, k8s...)
+		if err != nil {
+			return nil, err
+		}
+		service, err := corev1.NewService(ctx, svc, &corev1.ServiceArgs{
+			Metadata: meta(svc, labels),
+			Spec: &corev1.ServiceSpecArgs{
+				Type:     pulumi.String("ClusterIP"),
+				Selector: pulumi.StringMap{"app": pulumi.String(svc)},
+				Ports: corev1.ServicePortArray{corev1.ServicePortArgs{
+					Name: pulumi.String("http"), Port: pulumi.Int(80), TargetPort: pulumi.Int(ContainerPort), Protocol: pulumi.String("TCP"),
+				}},
+			},
+		}, k8s...)
+		if err != nil {
+			return nil, err
+		}
+		if svc == "gateway" {
+			gatewayService = service
+		}
+		if cfg.Autoscaling {
+			if err := autoscale(ctx, cfg, svc, labels, deployment, meta, k8s); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := networkPolicies(ctx, cfg, ns, args.Network.VpcCidr, meta, k8s); err != nil {
+		return nil, err
+	}
+	if err := loadBalancerController(ctx, args, gatewayService, parent, meta, k8s); err != nil {
+		return nil, err
+	}
+	if err := ctx.RegisterResourceOutputs(w, pulumi.Map{"namespace": pulumi.String(ns)}); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// serviceEnv is each service's configuration (see the README's configuration table).
+func serviceEnv(cfg Config, ns, svc string) pulumi.StringMap {
+	in := func(target string) string { return "http://" + target + "." + ns + ".svc.cluster.local" }
+	env := pulumi.StringMap{
+		"HTTP_ADDR":    pulumi.String(":" + itoa(ContainerPort)),
+		"LOG_LEVEL":    pulumi.String("info"),
+		"JWT_ISSUER":   pulumi.String("shopmesh-users"),
+		"JWT_AUDIENCE": pulumi.String("shopmesh"),
+		"JWKS_URL":     pulumi.String(in("users") + "/.well-known/jwks.json"),
+	}
+	if dataServices[svc] {
+		env["DATABASE_SCHEMA"] = pulumi.String(svc)
+	}
+	switch svc {
+	case "users":
+		env["JWT_SIGNING_KEY_FILE"] = pulumi.String("/etc/shopmesh/jwt/signing.pem")
+	case "products":
+		env["SEED_DEMO_CATALOG"] = pulumi.String(strconv.FormatBool(!cfg.Prod()))
+	case "orders":
+		env["PRODUCTS_URL"] = pulumi.String(in("products"))
+	case "gateway":
+		env["USERS_URL"], env["PRODUCTS_URL"], env["ORDERS_URL"] = pulumi.String(in("users")), pulumi.String(in("products")), pulumi.String(in("orders"))
+	}
+	return env
+}
+
+func deploymentSpec(cfg Config, svc string, labels pulumi.StringMap, sa *corev1.ServiceAccount, cm *corev1.ConfigMap,
+	dbSecret *corev1.Secret, repo pulumi.StringOutput) *appsv1.DeploymentSpecArgs {
+	probe := func(path string, initial int) *corev1.ProbeArgs {
+		return &corev1.ProbeArgs{
+			HttpGet:             &corev1.HTTPGetActionArgs{Path: pulumi.String(path), Port: pulumi.Int(ContainerPort)},
+			InitialDelaySeconds: pulumi.Int(initial), PeriodSeconds: pulumi.Int(10), TimeoutSeconds: pulumi.Int(2), FailureThreshold: pulumi.Int(3),
+		}
+	}
+	var env corev1.EnvVarArray
+	if dataServices[svc] {
+		env = append(env, corev1.EnvVarArgs{Name: pulumi.String("DATABASE_URL"), ValueFrom: &corev1.EnvVarSourceArgs{
+			SecretKeyRef: &corev1.SecretKeySelectorArgs{Name: dbSecret.Metadata.Name(), Key: pulumi.String("DATABASE_URL")},
+		}})
+	}
+	mounts := corev1.VolumeMountArray{corev1.VolumeMountArgs{Name: pulumi.String("tmp"), MountPath: pulumi.String("/tmp")}}
+	volumes := corev1.VolumeArray{corev1.VolumeArgs{Name: pulumi.String("tmp"), EmptyDir: &corev1.EmptyDirVolumeSourceArgs{SizeLimit: pulumi.String("64Mi")}}}
+	if svc == "users" {
+		mounts = append(mounts, corev1.VolumeMountArgs{Name: pulumi.String("jwt"), MountPath: pulumi.String("/etc/shopmesh/jwt"), ReadOnly: pulumi.Bool(true)})
+		volumes = append(volumes, corev1.VolumeArgs{Name: pulumi.String("jwt"), Secret: &corev1.SecretVolumeSourceArgs{
+			SecretName: pulumi.String(UsersSigningKeySecret), DefaultMode: pulumi.Int(0o440),
+		}})
+	}
+	return &appsv1.DeploymentSpecArgs{
+		Replicas: pulumi.Int(cfg.Replicas),
+		Selector: &metav1.LabelSelectorArgs{MatchLabels: pulumi.StringMap{"app": pulumi.String(svc)}},
+		Strategy: &appsv1.DeploymentStrategyArgs{Type: pulumi.String("RollingUpdate"), RollingUpdate: &appsv1.RollingUpdateDeploymentArgs{
+			MaxUnavailable: pulumi.Int(0), MaxSurge: pulumi.Int(1),
+		}},
+		Template: &corev1.PodTemplateSpecArgs{
+			Metadata: &metav1.ObjectMetaArgs{Labels: labels},
+			Spec: &corev1.PodSpecArgs{
+				ServiceAccountName:            sa.Metadata.Name(),
+				AutomountServiceAccountToken:  pulumi.Bool(false),
+				TerminationGracePeriodSeconds: pulumi.Int(30),
+				SecurityContext: &corev1.PodSecurityContextArgs{
+					RunAsNonRoot: pulumi.Bool(true), RunAsUser: pulumi.Int(65532), RunAsGroup: pulumi.Int(65532), FsGroup: pulumi.Int(65532),
+					SeccompProfile: &corev1.SeccompProfileArgs{Type: pulumi.String("RuntimeDefault")},
+				},
+				TopologySpreadConstraints: corev1.TopologySpreadConstraintArray{corev1.TopologySpreadConstraintArgs{
+					MaxSkew: pulumi.Int(1), TopologyKey: pulumi.String("topology.kubernetes.io/zone"),
+					WhenUnsatisfiable: pulumi.String("ScheduleAnyway"),
+					LabelSelector:     &metav1.LabelSelectorArgs{MatchLabels: pulumi.StringMap{"app": pulumi.String(svc)}},
+				}},
+				Containers: corev1.ContainerArray{corev1.ContainerArgs{
+					Name:            pulumi.String(svc),
+					Image:           pulumi.Sprintf("%s:%s", repo, cfg.ImageTag),
+					ImagePullPolicy: pulumi.String("IfNotPresent"),
+					Ports:           corev1.ContainerPortArray{corev1.ContainerPortArgs{Name: pulumi.String("http"), ContainerPort: pulumi.Int(ContainerPort)}},
+					EnvFrom:         corev1.EnvFromSourceArray{corev1.EnvFromSourceArgs{ConfigMapRef: &corev1.ConfigMapEnvSourceArgs{Name: cm.Metadata.Name()}}},
+					Env:             env,
+					LivenessProbe:   probe("/healthz", 5),
+					ReadinessProbe:  probe("/readyz", 2),
+					Resources: &corev1.ResourceRequirementsArgs{
+						Requests: pulumi.StringMap{"cpu": pulumi.String("100m"), "memory": pulumi.String("128Mi")},
+						Limits:   pulumi.StringMap{"cpu": pulumi.String("1"), "memory": pulumi.String("256Mi")},
+					},
+					SecurityContext: &corev1.SecurityContextArgs{
+						AllowPrivilegeEscalation: pulumi.Bool(false),
+						ReadOnlyRootFilesystem:   pulumi.Bool(true),
+						RunAsNonRoot:             pulumi.Bool(true),
+						Capabilities:             &corev1.CapabilitiesArgs{Drop: pulumi.StringArray{pulumi.String("ALL")}},
+					},
+					VolumeMounts: mounts,
+				}},
+				Volumes: volumes,
+			},
+		},
+	}
+}
+
+func autoscale(ctx *pulumi.Context, cfg Config, svc string, labels pulumi.StringMap, d *appsv1.Deployment,
+	meta func(string, pulumi.StringMap) *metav1.ObjectMetaArgs, k8s []pulumi.ResourceOption) error {
+	if _, err := autoscalingv2.NewHorizontalPodAutoscaler(ctx, svc, &autoscalingv2.HorizontalPodAutoscalerArgs{
+		Metadata: meta(svc, labels),
+		Spec: &autoscalingv2.HorizontalPodAutoscalerSpecArgs{
+			ScaleTargetRef: &autoscalingv2.CrossVersionObjectReferenceArgs{
+				ApiVersion: pulumi.String("apps/v1"), Kind: pulumi.String("Deployment"), Name: d.Metadata.Name().Elem(),
+			},
+			MinReplicas: pulumi.Int(cfg.Replicas),
+			MaxReplicas: pulumi.Int(cfg.HpaMaxReplicas),
+			Metrics: autoscalingv2.MetricSpecArray{autoscalingv2.MetricSpecArgs{
+				Type: pulumi.String("Resource"),
+				Resource: &autoscalingv2.ResourceMetricSourceArgs{Name: pulumi.String("cpu"), Target: &autoscalingv2.MetricTargetArgs{
+					Type: pulumi.String("Utilization"), AverageUtilization: pulumi.Int(70),
+				}},
+			}},
+		},
+	}, k8s...); err != nil {
+		return err
+	}
+	_, err := policyv1.NewPodDisruptionBudget(ctx, svc, &policyv1.PodDisruptionBudgetArgs{
+		Metadata: meta(svc, labels),
+		Spec: &policyv1.PodDisruptionBudgetSpecArgs{
+			MaxUnavailable: pulumi.Int(1),
+			Selector:       &metav1.LabelSelectorArgs{MatchLabels: pulumi.StringMap{"app": pulumi.String(svc)}},
+		},
+	}, k8s...)
+	return err
+}
+
+// databaseSecret builds DATABASE_URL from the RDS endpoint and the master user secret that
+// RDS keeps in Secrets Manager.
+func databaseSecret(ctx *pulumi.Context, args WorkloadsArgs, parent pulumi.ResourceOrInvokeOption,
+	meta func(string, pulumi.StringMap) *metav1.ObjectMetaArgs, k8s []pulumi.ResourceOption) (*corev1.Secret, error) {
+	version := secretsmanager.LookupSecretVersionOutput(ctx, secretsmanager.LookupSecretVersionOutputArgs{SecretId: args.Database.SecretArn}, parent)
+	dsn := pulumi.All(version.SecretString(), args.Database.Address, args.Database.Port).ApplyT(func(v []any) (string, error) {
+		var creds struct{ Username, Password string }
+		if err := json.Unmarshal([]byte(v[0].(string)), &creds); err != nil {
+			return "", fmt.Errorf("database secret is not the JSON RDS writes: %w", err)
+		}
+		u := url.URL{Scheme: "postgres", User: url.UserPassword(creds.Username, creds.Password),
+			Host: fmt.Sprintf("%s:%d", v[1], v[2]), Path: "/" + args.Database.Name, RawQuery: "sslmode=require"}
+		return u.String(), nil
+	}).(pulumi.StringOutput)
+	return corev1.NewSecret(ctx, "database", &corev1.SecretArgs{
+		Metadata:   meta("database", pulumi.StringMap{"app.kubernetes.io/part-of": pulumi.String("shopmesh")}),
+		Type:       pulumi.String("Opaque"),
+		StringData: pulumi.StringMap{"DATABASE_URL": pulumi.ToSecret(dsn).(pulumi.StringOutput)},
+	}, k8s...)
+}
+
+// networkPolicies deny everything in the namespace, then allow what the traffic needs.
+func networkPolicies(ctx *pulumi.Context, cfg Config, ns, vpcCidr string, meta func(string, pulumi.StringMap) *metav1.ObjectMetaArgs,
+	k8s []pulumi.ResourceOption) error {
+	all := &metav1.LabelSelectorArgs{}
+	app := func(name string) *metav1.LabelSelectorArgs {
+		return &metav1.LabelSelectorArgs{MatchLabels: pulumi.StringMap{"app": pulumi.String(name)}}
+	}
+	nsSelector := func(name string) *metav1.LabelSelectorArgs {
+		return &metav1.LabelSelectorArgs{MatchLabels: pulumi.StringMap{"kubernetes.io/metadata.name": pulumi.String(name)}}
+	}
+	port := func(p int, proto string) networkingv1.NetworkPolicyPortArgs {
+		return networkingv1.NetworkPolicyPortArgs{Port: pulumi.Int(p), Protocol: pulumi.String(proto)}
+	}
+	both := pulumi.StringArray{pulumi.String("Ingress"), pulumi.String("Egress")}
+	policies := map[string]*networkingv1.NetworkPolicySpecArgs{
+		"default-deny": {PodSelector: all, PolicyTypes: both},
+		"allow-dns-and-mesh": {
+			PodSelector: all,
+			PolicyTypes: pulumi.StringArray{pulumi.String("Egress")},
+			Egress: networkingv1.NetworkPolicyEgressRuleArray{
+				networkingv1.NetworkPolicyEgressRuleArgs{
+					To:    networkingv1.NetworkPolicyPeerArray{networkingv1.NetworkPolicyPeerArgs{NamespaceSelector: nsSelector("kube-system")}},
+					Ports: networkingv1.NetworkPolicyPortArray{port(53, "UDP"), port(53, "TCP")},
+				},
+				networkingv1.NetworkPolicyEgressRuleArgs{ // sidecars fetch config and certificates from istiod
+					To:    networkingv1.NetworkPolicyPeerArray{networkingv1.NetworkPolicyPeerArgs{NamespaceSelector: nsSelector("istio-system")}},
+					Ports: networkingv1.NetworkPolicyPortArray{port(15012, "TCP"), port(15017, "TCP")},
+				},
+			},
+		},
+	}
+	vpc := networkingv1.NetworkPolicyPeerArray{networkingv1.NetworkPolicyPeerArgs{IpBlock: &networkingv1.IPBlockArgs{Cidr: pulumi.String(vpcCidr)}}}
+	for _, svc := range Services {
+		var ingress networkingv1.NetworkPolicyIngressRuleArray
+		if svc == "gateway" { // the NLB's addresses are in the VPC
+			ingress = append(ingress, networkingv1.NetworkPolicyIngressRuleArgs{From: vpc, Ports: networkingv1.NetworkPolicyPortArray{port(ContainerPort, "TCP")}})
+		}
+		var from networkingv1.NetworkPolicyPeerArray
+		for _, caller := range Callers[svc] {
+			from = append(from, networkingv1.NetworkPolicyPeerArgs{PodSelector: app(caller)})
+		}
+		if len(from) > 0 {
+			ingress = append(ingress, networkingv1.NetworkPolicyIngressRuleArgs{From: from, Ports: networkingv1.NetworkPolicyPortArray{port(ContainerPort, "TCP")}})
+		}
+		// Kubelet probes reach the sidecar's status port from the node.
+		ingress = append(ingress, networkingv1.NetworkPolicyIngressRuleArgs{From: vpc, Ports: networkingv1.NetworkPolicyPortArray{port(15020, "TCP"), port(15021, "TCP")}})
+
+		var egress networkingv1.NetworkPolicyEgressRuleArray
+		var to networkingv1.NetworkPolicyPeerArray
+		for _, callee := range Calls(svc) {
+			to = append(to, networkingv1.NetworkPolicyPeerArgs{PodSelector: app(callee)})
+		}
+		if len(to) > 0 {
+			egress = append(egress, networkingv1.NetworkPolicyEgressRuleArgs{To: to, Ports: networkingv1.NetworkPolicyPortArray{port(ContainerPort, "TCP")}})
+		}
+		if dataServices[svc] {
+			egress = append(egress, networkingv1.NetworkPolicyEgressRuleArgs{To: vpc, Ports: networkingv1.NetworkPolicyPortArray{port(5432, "TCP")}})
+		}
+		policies["allow-"+svc] = &networkingv1.NetworkPolicySpecArgs{PodSelector: app(svc), PolicyTypes: both, Ingress: ingress, Egress: egress}
+	}
+	for _, name := range sortedKeys(policies) {
+		if _, err := networkingv1.NewNetworkPolicy(ctx, name, &networkingv1.NetworkPolicyArgs{
+			Metadata: meta(name, pulumi.StringMap{"app.kubernetes.io/part-of": pulumi.String("shopmesh")}),
+			Spec:     policies[name],
+		}, k8s...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+const lbControllerSA = "aws-load-balancer-controller"
+
+// loadBalancerController installs the AWS Load Balancer Controller with an IRSA role limited
+// to registering targets, and binds the gateway Service to the NLB's target group.
+func loadBalancerController(ctx *pulumi.Context, args WorkloadsArgs, gateway *corev1.Service, parent pulumi.ResourceOrInvokeOption,
+	meta func(string, pulumi.StringMap) *metav1.ObjectMetaArgs, k8s []pulumi.ResourceOption) error {
+	cfg := args.Config
+	issuer := args.Cluster.OidcProviderURL.ApplyT(func(u string) string { return strings.TrimPrefix(u, "https://") }).(pulumi.StringOutput)
+	trust := iam.GetPolicyDocumentOutput(ctx, iam.GetPolicyDocumentOutputArgs{Statements: iam.GetPolicyDocumentStatementArray{
+		iam.GetPolicyDocumentStatementArgs{
+			Actions: pulumi.StringArray{pulumi.String("sts:AssumeRoleWithWebIdentity")},
+			Principals: iam.GetPolicyDocumentStatementPrincipalArray{iam.GetPolicyDocumentStatementPrincipalArgs{
+				Type: pulumi.String("Federated"), Identifiers: pulumi.StringArray{args.Cluster.OidcProviderArn},
+			}},
+			Conditions: iam.GetPolicyDocumentStatementConditionArray{
+				iam.GetPolicyDocumentStatementConditionArgs{Test: pulumi.String("StringEquals"), Variable: pulumi.Sprintf("%s:sub", issuer),
+					Values: pulumi.StringArray{pulumi.String("system:serviceaccount:kube-system:" + lbControllerSA)}},
+				iam.GetPolicyDocumentStatementConditionArgs{Test: pulumi.String("StringEquals"), Variable: pulumi.Sprintf("%s:aud", issuer),
+					Values: pulumi.StringArray{pulumi.String("sts.amazonaws.com")}},
+			},
+		},
+	}}, parent)
+	role, err := iam.NewRole(ctx, "lb-controller", &iam.RoleArgs{AssumeRolePolicy: trust.Json(), Tags: cfg.Tags("lb-controller")}, parent)
+	if err != nil {
+		return err
+	}
+	// Only what TargetGroupBinding needs: the controller creates no load balancers here.
+	permissions := iam.GetPolicyDocumentOutput(ctx, iam.GetPolicyDocumentOutputArgs{Statements: iam.GetPolicyDocumentStatementArray{
+		iam.GetPolicyDocumentStatementArgs{
+			Sid: pulumi.String("Describe"),
+			Actions: pulumi.ToStringArray([]string{"elasticloadbalancing:DescribeTargetGroups", "elasticloadbalancing:DescribeTargetHealth",
+				"elasticloadbalancing:DescribeLoadBalancers", "elasticloadbalancing:DescribeListeners", "elasticloadbalancing:DescribeTags",
+				"ec2:DescribeInstances", "ec2:DescribeNetworkInterfaces", "ec2:DescribeSecurityGroups", "ec2:DescribeSubnets", "ec2:DescribeVpcs"}),
+			Resources: pulumi.StringArray{pulumi.String("*")},
+		},
+		iam.GetPolicyDocumentStatementArgs{
+			Sid:       pulumi.String("RegisterGatewayTargets"),
+			Actions:   pulumi.ToStringArray([]string{"elasticloadbalancing:RegisterTargets", "elasticloadbalancing:DeregisterTargets"}),
+			Resources: pulumi.StringArray{args.TargetGroupArn},
+		},
+	}}, parent)
+	if _, err := iam.NewRolePolicy(ctx, "lb-controller", &iam.RolePolicyArgs{Role: role.ID(), Policy: permissions.Json()}, parent); err != nil {
+		return err
+	}
+	release, err := helmv3.NewRelease(ctx, "aws-load-balancer-controller", &helmv3.ReleaseArgs{
+		Name:           pulumi.String("aws-load-balancer-controller"),
+		Chart:          pulumi.String("aws-load-balancer-controller"),
+		Version:        pulumi.String(cfg.LbControllerVersion),
+		RepositoryOpts: &helmv3.RepositoryOptsArgs{Repo: pulumi.String("https://aws.github.io/eks-charts")},
+		Namespace:      pulumi.String("kube-system"),
+		Values: pulumi.Map{
+			"clusterName":  args.Cluster.Name,
+			"region":       pulumi.String(cfg.Region),
+			"vpcId":        args.Network.VpcID,
+			"replicaCount": pulumi.Int(replicasFor(cfg, 2)),
+			"serviceAccount": pulumi.Map{"create": pulumi.Bool(true), "name": pulumi.String(lbControllerSA),
+				"annotations": pulumi.StringMap{"eks.amazonaws.com/role-arn": role.Arn}},
+		},
+	}, k8s...)
+	if err != nil {
+		return err
+	}
+	_, err = apiextensions.NewCustomResource(ctx, "gateway-target-group", &apiextensions.CustomResourceArgs{
+		ApiVersion: pulumi.String("elbv2.k8s.aws/v1beta1"),
+		Kind:       pulumi.String("TargetGroupBinding"),
+		Metadata:   meta("gateway", pulumi.StringMap{"app": pulumi.String("gateway")}),
+		OtherFields: kubernetes.UntypedArgs{"spec": pulumi.Map{
+			"serviceRef":     pulumi.Map{"name": gateway.Metadata.Name().Elem(), "port": pulumi.Int(80)},
+			"targetGroupARN": args.TargetGroupArn,
+			"targetType":     pulumi.String("ip"),
+		}},
+	}, append(k8s, pulumi.DependsOn([]pulumi.Resource{release, gateway}))...)
+	return err
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
