@@ -3,16 +3,20 @@ GO          ?= go
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 SERVICES    := users products orders
 
-.PHONY: run test lint build help
+STACK       ?= dev
+
+.PHONY: run test lint build plan help
 
 help:
 	@echo "make run    start users, products and orders locally (in memory; nothing to install)"
 	@echo "make test   run every test; PostgreSQL tests need DATABASE_URL (see README)"
 	@echo "make lint   gofmt, go vet and staticcheck"
 	@echo "make build  build the service binaries and the shopmesh CLI into bin/"
+	@echo "make plan   STACK=dev|prod: the Pulumi program's resources for a stack, offline"
 
+# cmd/localshop is `shopmesh run` without the Pulumi program linked in: it builds in seconds.
 run:
-	$(GO) run ./cmd/shopmesh run
+	$(GO) run ./cmd/localshop
 
 # -count=1: tests that talk to PostgreSQL must really run, never come from the test cache.
 test:
@@ -26,3 +30,6 @@ lint:
 build:
 	@mkdir -p bin
 	CGO_ENABLED=0 $(GO) build -o bin/ ./cmd/shopmesh $(addprefix ./cmd/,$(SERVICES))
+
+plan:
+	$(GO) run ./cmd/shopmesh plan --stack $(STACK)

@@ -1,4 +1,5 @@
-// Command shopmesh is the operator's tool: `shopmesh run` starts the whole shop locally.
+// Command shopmesh is the operator's tool: `shopmesh run` starts the whole shop locally;
+// `shopmesh plan` shows what the Pulumi program declares for a stack, offline.
 package main
 
 import (
@@ -25,7 +26,8 @@ func main() {
 const usage = `usage: shopmesh <command> [flags]
 
 commands:
-  run     start users, products and orders on this machine (see README: Running locally)
+  run     start users, products and orders on this machine (see README: Quick start)
+  plan    --stack dev|prod [--json]: the Pulumi program's resources for a stack, offline
   help    show this text
 `
 
@@ -39,6 +41,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	switch args[1] {
 	case "run":
 		return localshop.Run(ctx, args[2:], getenv, stdout)
+	case "plan":
+		return runPlan(args[2:], stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

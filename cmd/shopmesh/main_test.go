@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -33,6 +34,40 @@ func TestCommands(t *testing.T) {
 		}
 		if !strings.Contains(out.String(), tt.wantOut) {
 			t.Errorf("%v: output %q lacks %q", tt.args, out.String(), tt.wantOut)
+		}
+	}
+}
+
+func TestPlanCommand(t *testing.T) {
+	none := func(string) string { return "" }
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"shopmesh", "plan", "--stack", "prod", "--dir", "../.."}, none, &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"stack shopmesh/prod", "shopmesh:cluster:Cluster", "resources by type:", "aws:wafv2/webAcl:WebAcl", "kubeconfig: [secret]"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("plan output lacks %q", want)
+		}
+	}
+	out.Reset()
+	if err := run(context.Background(), []string{"shopmesh", "plan", "--stack", "dev", "--json", "--dir", "../.."}, none, &out); err != nil {
+		t.Fatal(err)
+	}
+	var records []struct {
+		URN, Type, Name, Parent string
+		Inputs                  map[string]any
+	}
+	if err := json.Unmarshal(out.Bytes(), &records); err != nil || len(records) < 100 {
+		t.Fatalf("--json gave %d records (%v)", len(records), err)
+	}
+	for _, r := range records {
+		if r.URN == "" || r.Type == "" || r.Name == "" || r.Inputs == nil {
+			t.Fatalf("incomplete record %+v", r)
+		}
+	}
+	for _, bad := range [][]string{{"plan"}, {"plan", "--stack", "staging", "--dir", "../.."}} {
+		if err := run(context.Background(), append([]string{"shopmesh"}, bad...), none, &out); err == nil {
+			t.Errorf("shopmesh %v succeeded", bad)
 		}
 	}
 }

@@ -76,7 +76,7 @@ func StackConfig(dir, stack string) (project string, cfg map[string]string, err 
 		if decl.Default != nil {
 			v, err := configValue(decl.Default)
 			if err != nil {
-				return "", nil, fmt.Errorf("Pulumi.yaml: default of %s: %w", key, err)
+				return "", nil, fmt.Errorf("default of %s in Pulumi.yaml: %w", key, err)
 			}
 			cfg[qualify(proj.Name, key)] = v
 		}
@@ -90,7 +90,7 @@ func StackConfig(dir, stack string) (project string, cfg map[string]string, err 
 	for key, val := range st.Config {
 		v, err := configValue(val)
 		if err != nil {
-			return "", nil, fmt.Errorf("Pulumi.%s.yaml: %s: %w", stack, key, err)
+			return "", nil, fmt.Errorf("%s in Pulumi.%s.yaml: %w", key, stack, err)
 		}
 		cfg[qualify(proj.Name, key)] = v
 	}

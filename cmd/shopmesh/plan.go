@@ -1,0 +1,140 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/shopmesh/shopmesh/stacks/platform"
+)
+
+// runPlan runs the Pulumi program offline for one stack and prints its resource graph.
+func runPlan(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("shopmesh plan", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	stack := fs.String("stack", "", "stack to plan: dev or prod (reads Pulumi.<stack>.yaml)")
+	asJSON := fs.Bool("json", false, "print one JSON record per resource {urn, type, name, parent, inputs}")
+	dir := fs.String("dir", "", "folder holding Pulumi.yaml (default: the nearest one above the current folder)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *stack == "" || fs.NArg() > 0 {
+		return errors.New("usage: shopmesh plan --stack dev|prod [--json] [--dir DIR]")
+	}
+	root := *dir
+	if root == "" {
+		var err error
+		if root, err = projectRoot(); err != nil {
+			return err
+		}
+	}
+	if _, err := os.Stat(filepath.Join(root, "Pulumi."+*stack+".yaml")); err != nil {
+		return fmt.Errorf("no stack %q: %s/Pulumi.%s.yaml does not exist", *stack, root, *stack)
+	}
+	plan, err := platform.PlanStack(root, *stack, platform.Program)
+	if err != nil {
+		return fmt.Errorf("plan %s: %w", *stack, err)
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(plan.Resources)
+	}
+	printTree(stdout, plan)
+	return nil
+}
+
+// projectRoot finds the nearest folder at or above the current one holding Pulumi.yaml.
+func projectRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "Pulumi.yaml")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no Pulumi.yaml in this folder or above; run from the repository or pass --dir")
+		}
+		dir = parent
+	}
+}
+
+func printTree(w io.Writer, plan *platform.Plan) {
+	children := map[string][]platform.Resource{}
+	known := map[string]bool{}
+	for _, r := range plan.Resources {
+		known[r.URN] = true
+	}
+	for _, r := range plan.Resources {
+		parent := r.Parent
+		if !known[parent] {
+			parent = "" // the stack itself
+		}
+		children[parent] = append(children[parent], r)
+	}
+	for _, list := range children {
+		sort.Slice(list, func(i, j int) bool {
+			if list[i].Type != list[j].Type {
+				return list[i].Type < list[j].Type
+			}
+			return list[i].Name < list[j].Name
+		})
+	}
+	fmt.Fprintf(w, "stack %s/%s (offline plan: no AWS, no Pulumi CLI)\n", plan.Project, plan.Stack)
+	var walk func(parent, indent string)
+	walk = func(parent, indent string) {
+		list := children[parent]
+		for i, r := range list {
+			branch, next := "├─ ", "│  "
+			if i == len(list)-1 {
+				branch, next = "└─ ", "   "
+			}
+			note := ""
+			if r.StandIn {
+				note = "  (stand-in for a pulumi-eks child)"
+			}
+			fmt.Fprintf(w, "%s%s%s  %s%s\n", indent, branch, r.Type, r.Name, note)
+			walk(r.URN, indent+next)
+		}
+	}
+	walk("", "")
+
+	counts := plan.Counts()
+	types := make([]string, 0, len(counts))
+	for t := range counts {
+		types = append(types, t)
+	}
+	sort.Strings(types)
+	fmt.Fprintf(w, "\n%d resources by type:\n", len(plan.Resources))
+	for _, t := range types {
+		fmt.Fprintf(w, "  %4d  %s\n", counts[t], t)
+	}
+	if len(plan.Outputs) > 0 {
+		fmt.Fprintln(w, "\noutputs:")
+		for _, name := range sortedOutputNames(plan.Outputs) {
+			v := fmt.Sprint(plan.Outputs[name])
+			if name == "kubeconfig" {
+				v = "[secret]"
+			}
+			fmt.Fprintf(w, "  %s: %s\n", name, strings.TrimSpace(v))
+		}
+	}
+}
+
+func sortedOutputNames(m map[string]any) []string {
+	names := make([]string, 0, len(m))
+	for k := range m {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	return names
+}
