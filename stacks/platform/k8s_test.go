@@ -355,3 +355,33 @@ func TestLoadBalancerControllerRole(t *testing.T) {
 		}
 	})
 }
+
+// A namespace that enforces the restricted pod security standard admits Istio's sidecars only
+// when the CNI plugin replaces the istio-init container (which needs NET_ADMIN and NET_RAW).
+func TestRestrictedNamespaceRunsIstioInCNIMode(t *testing.T) {
+	forStacks(t, func(t *testing.T, p *Plan, _ Config) {
+		restricted := false
+		for _, r := range p.ByType("kubernetes:core/v1:Namespace") {
+			var ns corev1.Namespace
+			if err := decodeStrict(r.Inputs, &ns); err != nil {
+				t.Fatal(err)
+			}
+			if ns.Labels["pod-security.kubernetes.io/enforce"] == "restricted" && ns.Labels["istio-injection"] == "enabled" {
+				restricted = true
+			}
+		}
+		if !restricted {
+			t.Fatal("no injected namespace enforces the restricted pod security standard")
+		}
+		releases := map[string]Resource{}
+		for _, r := range p.ByType("kubernetes:helm.sh/v3:Release") {
+			releases[fmt.Sprint(r.Inputs["name"])] = r
+		}
+		if _, ok := releases["istio-cni"]; !ok {
+			t.Error("no istio-cni release")
+		}
+		if at(releases["istiod"].Inputs, "values.pilot.cni.enabled") != true {
+			t.Errorf("istiod does not use the CNI plugin: %v", releases["istiod"].Inputs["values"])
+		}
+	})
+}

@@ -67,6 +67,19 @@ func NewMesh(ctx *pulumi.Context, name string, args MeshArgs, opts ...pulumi.Res
 	if err != nil {
 		return nil, err
 	}
+	// The CNI plugin sets up traffic redirection on the node, so injected pods need no
+	// istio-init container with NET_ADMIN/NET_RAW, and the namespace can enforce the
+	// "restricted" pod security standard.
+	cni, err := helmv3.NewRelease(ctx, "istio-cni", &helmv3.ReleaseArgs{
+		Name:           pulumi.String("istio-cni"),
+		Chart:          pulumi.String("cni"),
+		Version:        pulumi.String(cfg.IstioVersion),
+		RepositoryOpts: &helmv3.RepositoryOptsArgs{Repo: pulumi.String(istioRepo)},
+		Namespace:      system.Metadata.Name().Elem(),
+	}, append(k8s, pulumi.DependsOn([]pulumi.Resource{base}))...)
+	if err != nil {
+		return nil, err
+	}
 	istiod, err := helmv3.NewRelease(ctx, "istiod", &helmv3.ReleaseArgs{
 		Name:           pulumi.String("istiod"),
 		Chart:          pulumi.String("istiod"),
@@ -75,10 +88,10 @@ func NewMesh(ctx *pulumi.Context, name string, args MeshArgs, opts ...pulumi.Res
 		Namespace:      system.Metadata.Name().Elem(),
 		Values: pulumi.Map{
 			"meshConfig": pulumi.Map{"accessLogFile": pulumi.String("/dev/stdout")},
-			"pilot": pulumi.Map{"autoscaleMin": pulumi.Int(replicasFor(cfg, 2)),
+			"pilot": pulumi.Map{"autoscaleMin": pulumi.Int(replicasFor(cfg, 2)), "cni": pulumi.Map{"enabled": pulumi.Bool(true)},
 				"resources": pulumi.Map{"requests": pulumi.Map{"cpu": pulumi.String("200m"), "memory": pulumi.String("512Mi")}}},
 		},
-	}, append(k8s, pulumi.DependsOn([]pulumi.Resource{base}))...)
+	}, append(k8s, pulumi.DependsOn([]pulumi.Resource{base, cni}))...)
 	if err != nil {
 		return nil, err
 	}

@@ -176,7 +176,7 @@ func TestInventory(t *testing.T) {
 			"aws:apigateway/deployment:Deployment": 1, "aws:apigateway/stage:Stage": 1, "aws:apigateway/methodSettings:MethodSettings": 2,
 			"aws:apigateway/usagePlan:UsagePlan": 1, "aws:cloudwatch/logGroup:LogGroup": 1, "aws:apigateway/account:Account": account,
 			"aws:wafv2/webAcl:WebAcl": waf, "aws:wafv2/webAclAssociation:WebAclAssociation": waf,
-			"kubernetes:helm.sh/v3:Release": 3, "kubernetes:core/v1:Namespace": 2, "kubernetes:core/v1:Secret": 1,
+			"kubernetes:helm.sh/v3:Release": 4, "kubernetes:core/v1:Namespace": 2, "kubernetes:core/v1:Secret": 1,
 			"kubernetes:networking.k8s.io/v1:NetworkPolicy":      2 + len(Services),
 			"kubernetes:security.istio.io/v1:PeerAuthentication": 2, "kubernetes:elbv2.k8s.aws/v1beta1:TargetGroupBinding": 1,
 			"kubernetes:autoscaling/v2:HorizontalPodAutoscaler": scaled, "kubernetes:policy/v1:PodDisruptionBudget": scaled,
