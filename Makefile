@@ -1,14 +1,14 @@
 # shopmesh — see README.md for what each target does.
 GO          ?= go
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
-SERVICES    := users products orders
+SERVICES    := gateway users products orders
 
 STACK       ?= dev
 
 .PHONY: run test lint build plan help
 
 help:
-	@echo "make run    start users, products and orders locally (in memory; nothing to install)"
+	@echo "make run    start the gateway (:8080), users, products and orders locally (in memory; nothing to install)"
 	@echo "make test   run every test; PostgreSQL tests need DATABASE_URL (see README)"
 	@echo "make lint   gofmt, go vet and staticcheck"
 	@echo "make build  build the service binaries and the shopmesh CLI into bin/"

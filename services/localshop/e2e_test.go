@@ -47,13 +47,14 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-type shop struct{ users, products, orders string }
+type shop struct{ users, products, orders, gateway string }
 
 // startShop runs `shopmesh run` on free loopback ports until the test ends, and checks that
 // it then shuts down cleanly.
 func startShop(t *testing.T, env map[string]string) shop {
 	t.Helper()
 	env["USERS_HTTP_ADDR"], env["PRODUCTS_HTTP_ADDR"], env["ORDERS_HTTP_ADDR"] = freeAddr(t), freeAddr(t), freeAddr(t)
+	env["GATEWAY_HTTP_ADDR"] = freeAddr(t)
 	env["SHUTDOWN_TIMEOUT"] = "5s"
 	logs := &lockedBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -76,8 +77,8 @@ func startShop(t *testing.T, env map[string]string) shop {
 			t.Error("shopmesh run did not stop within 10s of cancel")
 		}
 	})
-	s := shop{"http://" + env["USERS_HTTP_ADDR"], "http://" + env["PRODUCTS_HTTP_ADDR"], "http://" + env["ORDERS_HTTP_ADDR"]}
-	for _, base := range []string{s.users, s.products, s.orders} {
+	s := shop{"http://" + env["USERS_HTTP_ADDR"], "http://" + env["PRODUCTS_HTTP_ADDR"], "http://" + env["ORDERS_HTTP_ADDR"], "http://" + env["GATEWAY_HTTP_ADDR"]}
+	for _, base := range []string{s.users, s.products, s.orders, s.gateway} {
 		waitReady(t, base, done, logs)
 	}
 	return s
@@ -304,4 +305,28 @@ func TestIdempotentRetries(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestThroughTheGateway: the same flow as a client on the outside sees it, through the
+// gateway only; internal paths are not routed.
+func TestThroughTheGateway(t *testing.T) {
+	s := startShop(t, map[string]string{})
+	gw := shop{users: s.gateway, products: s.gateway, orders: s.gateway}
+	token := newCustomer(t, gw)
+
+	var catalog web.Page[products.Product]
+	webtest.Do(t, "GET", s.gateway+"/products?limit=1", nil).Decode(t, &catalog)
+	if len(catalog.Items) != 1 {
+		t.Fatalf("catalog through the gateway: %+v", catalog)
+	}
+	r := webtest.Do(t, "POST", s.gateway+"/orders", orderBody(catalog.Items[0].ID, 1), webtest.Bearer(token)...)
+	if r.Status != 201 || r.Header.Get("RateLimit-Policy") == "" {
+		t.Fatalf("order through the gateway: %d %s (RateLimit-Policy %q)", r.Status, r.Body, r.Header.Get("RateLimit-Policy"))
+	}
+	if r := webtest.Do(t, "POST", s.gateway+"/orders", orderBody(catalog.Items[0].ID, 1)); r.Status != 401 {
+		t.Errorf("order without a token through the gateway = %d, want 401", r.Status)
+	}
+	if r := webtest.Do(t, "POST", s.gateway+"/reservations", `{}`, webtest.Bearer(token)...); r.Status != 404 {
+		t.Errorf("internal /reservations through the gateway = %d, want 404", r.Status)
+	}
 }

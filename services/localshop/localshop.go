@@ -1,4 +1,4 @@
-// Package localshop runs the whole shop — users, products and orders — in one process on this
+// Package localshop runs the whole shop — gateway, users, products and orders — in one process on this
 // machine, each service with its own configuration: what `shopmesh run` and `make run` do.
 package localshop
 
@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shopmesh/shopmesh/services/gateway"
 	"github.com/shopmesh/shopmesh/services/orders"
 	"github.com/shopmesh/shopmesh/services/products"
 	"github.com/shopmesh/shopmesh/services/users"
@@ -49,18 +50,21 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		{name: "users", prefix: "USERS_", run: users.Run},
 		{name: "products", prefix: "PRODUCTS_", run: products.Run},
 		{name: "orders", prefix: "ORDERS_", run: orders.Run},
+		{name: "gateway", prefix: "GATEWAY_", run: gateway.Run},
 	}
-	defaults := map[string]string{"users": "127.0.0.1:8081", "products": "127.0.0.1:8082", "orders": "127.0.0.1:8083"}
+	defaults := map[string]string{"users": "127.0.0.1:8081", "products": "127.0.0.1:8082", "orders": "127.0.0.1:8083", "gateway": "127.0.0.1:8080"}
 	for _, s := range svcs {
 		s.addr = lookup(getenv, s.prefix, "HTTP_ADDR", defaults[s.name])
 	}
-	usersURL, productsURL, ordersURL := "http://"+svcs[0].addr, "http://"+svcs[1].addr, "http://"+svcs[2].addr
+	usersURL, productsURL, ordersURL, gatewayURL := "http://"+svcs[0].addr, "http://"+svcs[1].addr, "http://"+svcs[2].addr, "http://"+svcs[3].addr
 
 	local := map[string]map[string]string{
 		"users":    {"HTTP_ADDR": svcs[0].addr},
 		"products": {"HTTP_ADDR": svcs[1].addr, "JWKS_URL": usersURL + "/.well-known/jwks.json"},
 		"orders": {"HTTP_ADDR": svcs[2].addr, "JWKS_URL": usersURL + "/.well-known/jwks.json",
 			"PRODUCTS_URL": productsURL},
+		"gateway": {"HTTP_ADDR": svcs[3].addr, "JWKS_URL": usersURL + "/.well-known/jwks.json",
+			"USERS_URL": usersURL, "PRODUCTS_URL": productsURL, "ORDERS_URL": ordersURL},
 	}
 	adminNote := "set ADMIN_EMAIL and ADMIN_PASSWORD to create an admin account"
 	if getenv("DATABASE_URL") == "" && getenv("ADMIN_EMAIL") == "" && getenv("USERS_ADMIN_EMAIL") == "" {
@@ -90,8 +94,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 
 	if err := waitHealthy(ctx, svcs); err == nil {
-		fmt.Fprintf(stdout, "\nshopmesh is up:\n  users:    %s\n  products: %s\n  orders:   %s\n  admin:    %s\n  try:      curl %s/products\n  stop:     Ctrl-C\n\n",
-			usersURL, productsURL, ordersURL, adminNote, productsURL)
+		fmt.Fprintf(stdout, "\nshopmesh is up:\n  gateway:  %s  (the way in: /users, /products, /orders)\n  users:    %s\n  products: %s\n  orders:   %s\n  admin:    %s\n  try:      curl %s/products\n  stop:     Ctrl-C\n\n",
+			gatewayURL, usersURL, productsURL, ordersURL, adminNote, gatewayURL)
 	}
 	wg.Wait()
 	return errors.Join(errs...)

@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -130,4 +131,14 @@ func writeProblem(c echo.Context, p Problem) error {
 	c.Response().Header().Set(echo.HeaderContentType, MIMEProblemJSON)
 	c.Response().WriteHeader(status)
 	return echo.DefaultJSONSerializer{}.Serialize(c, p, "")
+}
+
+// WriteProblem writes a problem+json response outside echo's error handling, for code that
+// holds only the http.ResponseWriter (a reverse proxy's error handler).
+func WriteProblem(w http.ResponseWriter, r *http.Request, status int, detail string) {
+	p := Problem{Type: "about:blank", Title: http.StatusText(status), Status: status, Detail: detail,
+		Instance: r.URL.Path, RequestID: w.Header().Get(echo.HeaderXRequestID)}
+	w.Header().Set(echo.HeaderContentType, MIMEProblemJSON)
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(p)
 }

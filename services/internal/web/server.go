@@ -39,8 +39,21 @@ type check struct {
 	fn   func(context.Context) error
 }
 
+// Option changes how New builds the server.
+type Option func(*options)
+
+type options struct{ anyBody bool }
+
+// AnyRequestBody lets bodies of any media type through, for a server that passes them on
+// (the gateway) rather than decoding them.
+func AnyRequestBody() Option { return func(o *options) { o.anyBody = true } }
+
 // New returns a server configured by cfg. Routes are added by the caller on s.Echo.
-func New(cfg Config, logger *slog.Logger) *Server {
+func New(cfg Config, logger *slog.Logger, opts ...Option) *Server {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.JSONSerializer = strictJSON{}
@@ -58,7 +71,9 @@ func New(cfg Config, logger *slog.Logger) *Server {
 	e.Use(requestLogger(logger))
 	e.Use(middleware.Recover())
 	e.Use(middleware.BodyLimit(bodyLimitString(cfg.BodyLimitBytes)))
-	e.Use(requireJSONBody)
+	if !o.anyBody {
+		e.Use(requireJSONBody)
+	}
 	e.Use(middleware.ContextTimeout(cfg.RequestTimeout))
 
 	e.GET("/healthz", func(c echo.Context) error {

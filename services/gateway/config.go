@@ -1,0 +1,53 @@
+package gateway
+
+import (
+	"net/netip"
+	"net/url"
+	"time"
+
+	"github.com/shopmesh/shopmesh/services/internal/envconf"
+	"github.com/shopmesh/shopmesh/services/internal/jwtauth"
+	"github.com/shopmesh/shopmesh/services/internal/web"
+)
+
+// Config is the gateway's configuration, read from the environment.
+type Config struct {
+	HTTP            web.Config
+	Auth            jwtauth.VerifyConfig
+	RoutesFile      string         // ROUTES_FILE: YAML route table; empty uses the built-in shop routes
+	UsersURL        string         // USERS_URL: upstream of the built-in routes
+	ProductsURL     string         // PRODUCTS_URL
+	OrdersURL       string         // ORDERS_URL
+	UpstreamTimeout time.Duration  // UPSTREAM_TIMEOUT: until an upstream's response headers
+	APIKeyHeader    string         // API_KEY_HEADER: rate-limit anonymous clients by this header
+	TrustedProxies  []netip.Prefix // TRUSTED_PROXIES: CIDRs whose X-Forwarded-For is believed
+}
+
+// LoadConfig reads and validates the configuration.
+func LoadConfig(getenv func(string) string) (Config, error) {
+	r := envconf.New(getenv)
+	c := Config{
+		HTTP:            web.ReadConfig(r, ":8080"),
+		Auth:            jwtauth.ReadVerifyConfig(r),
+		RoutesFile:      r.String("ROUTES_FILE", ""),
+		UsersURL:        r.String("USERS_URL", "http://127.0.0.1:8081"),
+		ProductsURL:     r.String("PRODUCTS_URL", "http://127.0.0.1:8082"),
+		OrdersURL:       r.String("ORDERS_URL", "http://127.0.0.1:8083"),
+		UpstreamTimeout: r.Duration("UPSTREAM_TIMEOUT", 10*time.Second),
+		APIKeyHeader:    r.String("API_KEY_HEADER", ""),
+	}
+	for key, v := range map[string]string{"USERS_URL": c.UsersURL, "PRODUCTS_URL": c.ProductsURL, "ORDERS_URL": c.OrdersURL} {
+		if u, err := url.Parse(v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			r.Fail(key, "must be an http(s) URL, got %q", v)
+		}
+	}
+	for _, s := range r.List("TRUSTED_PROXIES") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			r.Fail("TRUSTED_PROXIES", "must list CIDRs such as 10.0.0.0/16, got %q", s)
+			continue
+		}
+		c.TrustedProxies = append(c.TrustedProxies, p)
+	}
+	return c, r.Err()
+}

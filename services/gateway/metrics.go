@@ -1,0 +1,31 @@
+package gateway
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// metrics are the gateway's own, by route name (the HTTP ones come from package web).
+type metrics struct {
+	rateLimited     *prometheus.CounterVec
+	authFailures    *prometheus.CounterVec
+	upstreamErrors  *prometheus.CounterVec
+	upstreamLatency *prometheus.HistogramVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_rate_limited_total", Help: "Requests refused with 429, by route.",
+		}, []string{"route"}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_auth_failures_total", Help: "Requests refused for a missing or invalid token, by route.",
+		}, []string{"route"}),
+		upstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_upstream_errors_total", Help: "Requests answered 502 or 504 because the upstream failed, by route.",
+		}, []string{"route"}),
+		upstreamLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "gateway_upstream_duration_seconds", Help: "Time until the upstream's response headers, by route.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"route"}),
+	}
+	reg.MustRegister(m.rateLimited, m.authFailures, m.upstreamErrors, m.upstreamLatency)
+	return m
+}

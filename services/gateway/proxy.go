@@ -1,0 +1,307 @@
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	mrand "math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/shopmesh/shopmesh/services/internal/fault"
+	"github.com/shopmesh/shopmesh/services/internal/jwtauth"
+	"github.com/shopmesh/shopmesh/services/internal/web"
+)
+
+// Identity headers the gateway sets for upstreams after verifying a token. Clients cannot set
+// them: the gateway removes them from every incoming request first.
+const (
+	HeaderUserID    = "X-User-Id"
+	HeaderUserRoles = "X-User-Roles"
+)
+
+var identityHeaders = []string{HeaderUserID, HeaderUserRoles}
+
+// Gateway routes, authenticates, limits and proxies requests.
+type Gateway struct {
+	table     *Table
+	verifier  *jwtauth.Verifier
+	limiter   Limiter
+	apiKey    string // header naming a client's API key, for rate-limit keys; "" for none
+	proxy     *httputil.ReverseProxy
+	metrics   *metrics
+	logger    *slog.Logger
+	pick      func(n int) int
+	tokens    *tokenCache
+	policyHdr map[string]string
+}
+
+type ctxKey struct{}
+
+// forward is what the handler decided, for the proxy's Rewrite.
+type forward struct {
+	route     *Route
+	upstream  *Upstream
+	claims    *jwtauth.Claims
+	requestID string
+	start     time.Time
+}
+
+// handle serves every request the gateway does not answer itself.
+func (g *Gateway) handle(c echo.Context) error {
+	req := c.Request()
+	route := g.table.Match(req.Method, req.URL.Path)
+	if route == nil {
+		return fault.New(fault.ErrNotFound, fmt.Sprintf("no route for %s %s", req.Method, req.URL.Path))
+	}
+	for _, h := range identityHeaders {
+		req.Header.Del(h)
+	}
+
+	claims, err := g.authenticate(req, route)
+	if err != nil {
+		g.metrics.authFailures.WithLabelValues(route.Name).Inc()
+		return err
+	}
+	if route.RateLimit != "" {
+		if err := g.limit(c, route, claims); err != nil {
+			return err
+		}
+	}
+
+	// The request id middleware put the caller's id, or a new one, on the response only.
+	f := &forward{route: route, upstream: g.choose(route), claims: claims, start: time.Now(),
+		requestID: c.Response().Header().Get(echo.HeaderXRequestID)}
+	g.proxy.ServeHTTP(c.Response(), req.WithContext(context.WithValue(req.Context(), ctxKey{}, f)))
+	return nil
+}
+
+// authenticate applies the route's auth mode. Verified tokens are cached until they expire,
+// so a client's repeated requests, rejected ones included, cost a map lookup.
+func (g *Gateway) authenticate(req *http.Request, route *Route) (*jwtauth.Claims, error) {
+	header := req.Header.Get(echo.HeaderAuthorization)
+	if route.Auth == AuthNone || (route.Auth == AuthOptional && header == "") {
+		return nil, nil
+	}
+	raw, err := jwtauth.BearerToken(header)
+	if err != nil {
+		return nil, err
+	}
+	if claims := g.tokens.get(raw); claims != nil {
+		return claims, nil
+	}
+	claims, err := g.verifier.Verify(req.Context(), raw)
+	if err != nil {
+		return nil, err
+	}
+	g.tokens.put(raw, claims)
+	return claims, nil
+}
+
+// limit takes a token for the client under the route's policy, and answers 429 without one.
+func (g *Gateway) limit(c echo.Context, route *Route, claims *jwtauth.Claims) error {
+	policy := g.table.RateLimits[route.RateLimit]
+	key := "ip:" + c.RealIP()
+	switch {
+	case claims != nil:
+		key = "sub:" + claims.Subject
+	case g.apiKey != "" && c.Request().Header.Get(g.apiKey) != "":
+		key = "key:" + c.Request().Header.Get(g.apiKey)
+	}
+	d, err := g.limiter.Allow(c.Request().Context(), route.RateLimit+"|"+key, policy)
+	if err != nil {
+		return fmt.Errorf("rate limiter: %w", err)
+	}
+	h := c.Response().Header()
+	h.Set("RateLimit-Policy", g.policyHdr[route.RateLimit])
+	h.Set("RateLimit", fmt.Sprintf("%q;r=%d;t=%d", route.RateLimit, d.Remaining, ceilSeconds(d.Reset)))
+	if !d.Allowed {
+		g.metrics.rateLimited.WithLabelValues(route.Name).Inc()
+		h.Set("Retry-After", strconv.Itoa(max(1, ceilSeconds(d.RetryAfter))))
+		return echo.NewHTTPError(http.StatusTooManyRequests,
+			fmt.Sprintf("rate limit %q exceeded: %g requests/s with bursts of %d; retry after the Retry-After seconds", route.RateLimit, policy.Rate, policy.Burst))
+	}
+	return nil
+}
+
+func ceilSeconds(d time.Duration) int { return int(math.Ceil(d.Seconds())) }
+
+// choose picks an upstream by weight (canary releases).
+func (g *Gateway) choose(r *Route) *Upstream {
+	if len(r.Upstreams) == 1 {
+		return &r.Upstreams[0]
+	}
+	total := 0
+	for _, u := range r.Upstreams {
+		total += u.Weight
+	}
+	n := g.pick(total)
+	for i := range r.Upstreams {
+		if n < r.Upstreams[i].Weight {
+			return &r.Upstreams[i]
+		}
+		n -= r.Upstreams[i].Weight
+	}
+	return &r.Upstreams[len(r.Upstreams)-1]
+}
+
+// rewrite builds the upstream request.
+func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
+	f := pr.In.Context().Value(ctxKey{}).(*forward)
+	target := f.upstream.target
+	pr.Out.URL.Scheme, pr.Out.URL.Host = target.Scheme, target.Host
+	path := pr.In.URL.Path
+	if f.route.RewritePrefix != nil {
+		path = *f.route.RewritePrefix + strings.TrimPrefix(path, f.route.Prefix)
+		path = strings.ReplaceAll(path, "//", "/")
+	}
+	pr.Out.URL.Path = strings.TrimSuffix(target.Path, "/") + path
+	pr.Out.URL.RawPath = ""
+	pr.Out.Host = target.Host
+	pr.SetXForwarded()
+	for _, h := range f.route.Request.Remove {
+		pr.Out.Header.Del(h)
+	}
+	for k, v := range f.route.Request.Add {
+		pr.Out.Header.Set(k, v)
+	}
+	if f.claims != nil {
+		pr.Out.Header.Set(HeaderUserID, f.claims.Subject)
+		pr.Out.Header.Set(HeaderUserRoles, strings.Join(f.claims.Roles, ","))
+	}
+	pr.Out.Header.Set(echo.HeaderXRequestID, f.requestID)
+	pr.Out.Header.Set("Traceparent", childTraceparent(pr.In.Header.Get("Traceparent")))
+}
+
+func (g *Gateway) modifyResponse(resp *http.Response) error {
+	f := resp.Request.Context().Value(ctxKey{}).(*forward)
+	g.metrics.upstreamLatency.WithLabelValues(f.route.Name).Observe(time.Since(f.start).Seconds())
+	resp.Header.Del(echo.HeaderXRequestID) // the gateway's own is already on the response
+	for _, h := range f.route.Response.Remove {
+		resp.Header.Del(h)
+	}
+	for k, v := range f.route.Response.Add {
+		resp.Header.Set(k, v)
+	}
+	return nil
+}
+
+// proxyError answers 504 when the upstream was too slow and 502 when it failed.
+func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	f, _ := r.Context().Value(ctxKey{}).(*forward)
+	name := ""
+	if f != nil {
+		name = f.route.Name
+		g.metrics.upstreamErrors.WithLabelValues(name).Inc()
+	}
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+		web.WriteProblem(w, r, http.StatusGatewayTimeout, "the upstream of route "+name+" did not answer in time")
+		return
+	}
+	if errors.Is(err, context.Canceled) {
+		return // the client went away
+	}
+	g.logger.Warn("upstream failed", "route", name, "error", err)
+	web.WriteProblem(w, r, http.StatusBadGateway, "the upstream of route "+name+" is unavailable; retry later")
+}
+
+// retryTransport retries requests that never reached the upstream (connection refused or
+// reset before any response) — only for idempotent methods, and at most attempts times.
+type retryTransport struct {
+	base     http.RoundTripper
+	attempts int
+}
+
+func idempotent(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return false
+}
+
+func (t retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(req)
+	if err == nil || !idempotent(req.Method) || (req.Body != nil && req.Body != http.NoBody && req.GetBody == nil) {
+		return resp, err
+	}
+	for i := 1; i < t.attempts && err != nil && req.Context().Err() == nil; i++ {
+		if req.GetBody != nil {
+			body, berr := req.GetBody()
+			if berr != nil {
+				return nil, err
+			}
+			req.Body = body
+		}
+		resp, err = t.base.RoundTrip(req)
+	}
+	return resp, err
+}
+
+// childTraceparent continues the caller's W3C trace with a new span id, or starts a trace.
+func childTraceparent(in string) string {
+	parts := strings.Split(in, "-")
+	span := randomHex(8)
+	if len(parts) == 4 && parts[0] == "00" && len(parts[1]) == 32 && len(parts[2]) == 16 && len(parts[3]) == 2 &&
+		isHex(parts[1]) && isHex(parts[3]) && parts[1] != strings.Repeat("0", 32) {
+		return "00-" + parts[1] + "-" + span + "-" + parts[3]
+	}
+	return "00-" + randomHex(16) + "-" + span + "-01"
+}
+
+func isHex(s string) bool {
+	_, err := hex.DecodeString(s)
+	return err == nil && strings.ToLower(s) == s
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// tokenCache remembers verified tokens until they expire. It is bounded: when full, it starts
+// over, which costs only re-verification.
+type tokenCache struct {
+	mu    sync.RWMutex
+	items map[string]*jwtauth.Claims
+	max   int
+	now   func() time.Time
+}
+
+func newTokenCache(max int, now func() time.Time) *tokenCache {
+	return &tokenCache{items: map[string]*jwtauth.Claims{}, max: max, now: now}
+}
+
+func (c *tokenCache) get(raw string) *jwtauth.Claims {
+	c.mu.RLock()
+	cl := c.items[raw]
+	c.mu.RUnlock()
+	if cl == nil || cl.ExpiresAt == nil || !c.now().Before(cl.ExpiresAt.Time) {
+		return nil
+	}
+	return cl
+}
+
+func (c *tokenCache) put(raw string, cl *jwtauth.Claims) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.items) >= c.max {
+		c.items = map[string]*jwtauth.Claims{}
+	}
+	c.items[raw] = cl
+}
+
+func randomPick(n int) int { return mrand.IntN(n) }

@@ -1,0 +1,81 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/shopmesh/shopmesh/services/internal/web"
+)
+
+// Run starts the gateway and serves until ctx is done.
+func Run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	return web.Run(ctx, args, getenv, stdout, "gateway", LoadConfig, func(c Config) web.Config { return c.HTTP }, NewServer)
+}
+
+// NewServer builds the gateway from cfg; call the returned func to release it.
+func NewServer(_ context.Context, cfg Config, logger *slog.Logger) (*web.Server, func(), error) {
+	table := DefaultTable(cfg.UsersURL, cfg.ProductsURL, cfg.OrdersURL)
+	if cfg.RoutesFile != "" {
+		t, err := LoadTable(cfg.RoutesFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("ROUTES_FILE: %w", err)
+		}
+		table = t
+	}
+	srv := web.New(cfg.HTTP, logger, web.AnyRequestBody())
+	// Client addresses come from the connection unless a trusted proxy forwarded the request;
+	// otherwise anyone could pick their own rate-limit key with X-Forwarded-For.
+	srv.Echo.IPExtractor = echo.ExtractIPDirect()
+	if len(cfg.TrustedProxies) > 0 {
+		var trust []echo.TrustOption
+		for _, p := range cfg.TrustedProxies {
+			_, ipnet, _ := net.ParseCIDR(p.String())
+			trust = append(trust, echo.TrustIPRange(ipnet))
+		}
+		trust = append(trust, echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false))
+		srv.Echo.IPExtractor = echo.ExtractIPFromXFFHeader(trust...)
+	}
+
+	transport := &http.Transport{
+		Proxy:                 nil,
+		DialContext:           (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   256, // Go's default of 2 makes every burst dial anew
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: cfg.UpstreamTimeout,
+		ForceAttemptHTTP2:     false,
+	}
+	g := &Gateway{
+		table:     table,
+		verifier:  cfg.Auth.NewRemoteVerifier(&http.Client{Timeout: 5 * time.Second}),
+		limiter:   NewLocalLimiter(time.Now),
+		apiKey:    cfg.APIKeyHeader,
+		metrics:   newMetrics(srv.Registry),
+		logger:    logger,
+		pick:      randomPick,
+		tokens:    newTokenCache(100_000, time.Now),
+		policyHdr: map[string]string{},
+	}
+	for name, p := range table.RateLimits {
+		// draft-ietf-httpapi-ratelimit-headers: quota per 1 s window; burst is our extension.
+		g.policyHdr[name] = fmt.Sprintf("%q;q=%g;w=1;burst=%d", name, p.Rate, p.Burst)
+	}
+	g.proxy = &httputil.ReverseProxy{
+		Rewrite:        g.rewrite,
+		Transport:      retryTransport{base: transport, attempts: 3},
+		ModifyResponse: g.modifyResponse,
+		ErrorHandler:   g.proxyError,
+		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	addRoutes(srv.Echo, g)
+	logger.Info("routes", "count", len(table.Routes), "file", cfg.RoutesFile)
+	return srv, transport.CloseIdleConnections, nil
+}

@@ -1,0 +1,294 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/shopmesh/shopmesh/services/internal/jwtauth/jwtauthtest"
+	"github.com/shopmesh/shopmesh/services/internal/webtest"
+)
+
+// seen is what an upstream received.
+type seen struct {
+	Method, Path string
+	Header       http.Header
+	Upstream     string
+}
+
+// echoUpstream answers 200 with what it received, as JSON.
+func echoUpstream(t *testing.T, name string) *httptest.Server {
+	t.Helper()
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("X-Internal", "secret")
+		_ = json.NewEncoder(w).Encode(seen{Method: r.Method, Path: r.URL.Path, Header: r.Header, Upstream: name})
+	}))
+	t.Cleanup(ts.Close)
+	return ts
+}
+
+type gatewayFixture struct {
+	url    string
+	issuer *jwtauthtest.TokenIssuer
+}
+
+// startGateway runs the real gateway with the route file given (%s is replaced by upstream).
+func startGateway(t *testing.T, routes string, env map[string]string) gatewayFixture {
+	t.Helper()
+	iss := jwtauthtest.Start(t)
+	file := filepath.Join(t.TempDir(), "routes.yaml")
+	if err := os.WriteFile(file, []byte(routes), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	all := map[string]string{"JWKS_URL": iss.JWKSURL, "ROUTES_FILE": file}
+	for k, v := range env {
+		all[k] = v
+	}
+	cfg, err := LoadConfig(func(k string) string { return all[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, closeFn, err := NewServer(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Echo)
+	t.Cleanup(func() { ts.Close(); closeFn() })
+	return gatewayFixture{url: ts.URL, issuer: iss}
+}
+
+func decodeSeen(t *testing.T, r webtest.Response) seen {
+	t.Helper()
+	var s seen
+	r.Decode(t, &s)
+	return s
+}
+
+func TestAuthenticationAndIdentityHeaders(t *testing.T) {
+	up := echoUpstream(t, "api")
+	f := startGateway(t, fmt.Sprintf(`
+routes:
+  - {name: private, prefix: /private, auth: required, upstreams: [{url: %[1]s}]}
+  - {name: maybe, prefix: /maybe, auth: optional, upstreams: [{url: %[1]s}]}
+  - {name: public, prefix: /public, upstreams: [{url: %[1]s}]}
+`, up.URL), nil)
+	valid := f.issuer.Token(t, "user-42", "admin")
+	noneTok, _ := jwt.NewWithClaims(jwt.SigningMethodNone, jwt.MapClaims{"sub": "x", "iss": jwtauthtest.Issuer, "aud": jwtauthtest.Audience,
+		"exp": time.Now().Add(time.Hour).Unix()}).SignedString(jwt.UnsafeAllowNoneSignatureType)
+	other := jwtauthtest.Start(t).Token(t, "intruder")
+	forged := []string{HeaderUserID, "someone-else", HeaderUserRoles, "admin"}
+
+	tests := []struct {
+		name       string
+		path       string
+		header     []string
+		wantStatus int
+		wantUser   string
+	}{
+		{"required with token", "/private/x", append(webtest.Bearer(valid), forged...), 200, "user-42"},
+		{"required without token", "/private/x", forged, 401, ""},
+		{"alg none", "/private/x", webtest.Bearer(noneTok), 401, ""},
+		{"unknown signer", "/private/x", webtest.Bearer(other), 401, ""},
+		{"optional without token", "/maybe", forged, 200, ""},
+		{"optional with bad token", "/maybe", webtest.Bearer("bad"), 401, ""},
+		{"public strips forged identity", "/public", forged, 200, ""},
+		{"no route", "/reservations", webtest.Bearer(valid), 404, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := webtest.Do(t, "GET", f.url+tt.path, nil, tt.header...)
+			if r.Status != tt.wantStatus {
+				t.Fatalf("status = %d, want %d; body %s", r.Status, tt.wantStatus, r.Body)
+			}
+			if r.Status != 200 {
+				r.Problem(t)
+				if r.Status == 401 && !strings.HasPrefix(r.Header.Get("WWW-Authenticate"), "Bearer") {
+					t.Error("401 without a Bearer challenge")
+				}
+				return
+			}
+			s := decodeSeen(t, r)
+			if got := s.Header.Get(HeaderUserID); got != tt.wantUser {
+				t.Errorf("upstream saw %s %q, want %q", HeaderUserID, got, tt.wantUser)
+			}
+			if tt.wantUser == "" && s.Header.Get(HeaderUserRoles) != "" {
+				t.Errorf("forged roles reached the upstream: %q", s.Header.Get(HeaderUserRoles))
+			}
+		})
+	}
+}
+
+func TestRewriteHeadersAndTracing(t *testing.T) {
+	up := echoUpstream(t, "api")
+	f := startGateway(t, fmt.Sprintf(`
+routes:
+  - name: v2
+    prefix: /api/v2/items
+    rewrite_prefix: /items
+    upstreams: [{url: %s}]
+    request_headers: {add: {X-Api-Version: "2"}, remove: [X-Debug]}
+    response_headers: {add: {Cache-Control: no-store}, remove: [X-Internal]}
+`, up.URL), nil)
+	trace := "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	r := webtest.Do(t, "GET", f.url+"/api/v2/items/7", nil, "X-Debug", "1", "Traceparent", trace, "X-Request-Id", "req-1")
+	if r.Status != 200 {
+		t.Fatalf("%d %s", r.Status, r.Body)
+	}
+	s := decodeSeen(t, r)
+	if s.Path != "/items/7" || s.Header.Get("X-Api-Version") != "2" || s.Header.Get("X-Debug") != "" {
+		t.Errorf("upstream saw path %s, headers %v", s.Path, s.Header)
+	}
+	if s.Header.Get("X-Request-Id") != "req-1" || !strings.HasPrefix(s.Header.Get("Traceparent"), "00-4bf92f3577b34da6a3ce929d0e0e4736-") {
+		t.Errorf("request id %q, traceparent %q not propagated", s.Header.Get("X-Request-Id"), s.Header.Get("Traceparent"))
+	}
+	if r.Header.Get("Cache-Control") != "no-store" || r.Header.Get("X-Internal") != "" {
+		t.Errorf("response headers = %v", r.Header)
+	}
+	// Without an incoming id the gateway makes one; upstream and client see that one only.
+	r = webtest.Do(t, "GET", f.url+"/api/v2/items/8", nil)
+	ids := r.Header.Values("X-Request-Id")
+	if len(ids) != 1 || ids[0] == "" || decodeSeen(t, r).Header.Get("X-Request-Id") != ids[0] {
+		t.Errorf("response ids %q, upstream saw %q; want one id, the same", ids, decodeSeen(t, r).Header.Get("X-Request-Id"))
+	}
+}
+
+func TestRateLimitAnswers429WithHeaders(t *testing.T) {
+	up := echoUpstream(t, "api")
+	f := startGateway(t, fmt.Sprintf(`
+rate_limits:
+  tight: {rate: 1, burst: 2}
+routes:
+  - {name: limited, prefix: /limited, rate_limit: tight, upstreams: [{url: %s}]}
+`, up.URL), nil)
+	var statuses []int
+	var last webtest.Response
+	for i := 0; i < 3; i++ {
+		last = webtest.Do(t, "POST", f.url+"/limited", `{}`)
+		statuses = append(statuses, last.Status)
+	}
+	if fmt.Sprint(statuses) != "[200 200 429]" {
+		t.Fatalf("statuses = %v, want [200 200 429]", statuses)
+	}
+	p := last.Problem(t)
+	if last.Header.Get("Retry-After") != "1" || !strings.Contains(p.Detail, "tight") {
+		t.Errorf("429: Retry-After %q, detail %q", last.Header.Get("Retry-After"), p.Detail)
+	}
+	if last.Header.Get("RateLimit-Policy") != `"tight";q=1;w=1;burst=2` || !strings.HasPrefix(last.Header.Get("RateLimit"), `"tight";r=0;t=`) {
+		t.Errorf("RateLimit-Policy %q, RateLimit %q", last.Header.Get("RateLimit-Policy"), last.Header.Get("RateLimit"))
+	}
+	// Another client (by API key) has its own bucket.
+	f2 := startGateway(t, fmt.Sprintf("rate_limits:\n  tight: {rate: 1, burst: 1}\nroutes:\n  - {name: l, prefix: /l, rate_limit: tight, upstreams: [{url: %s}]}\n", up.URL),
+		map[string]string{"API_KEY_HEADER": "X-Api-Key"})
+	a1 := webtest.Do(t, "GET", f2.url+"/l", nil, "X-Api-Key", "a")
+	a2 := webtest.Do(t, "GET", f2.url+"/l", nil, "X-Api-Key", "a")
+	b1 := webtest.Do(t, "GET", f2.url+"/l", nil, "X-Api-Key", "b")
+	if a1.Status != 200 || a2.Status != 429 || b1.Status != 200 {
+		t.Errorf("a, a, b = %d %d %d; want 200 429 200", a1.Status, a2.Status, b1.Status)
+	}
+	// Clients cannot pick their own key with X-Forwarded-For from an untrusted address.
+	x1 := webtest.Do(t, "GET", f.url+"/limited", nil, "X-Forwarded-For", "198.51.100.7")
+	if x1.Status != 429 {
+		t.Errorf("X-Forwarded-For from an untrusted peer got a fresh bucket: %d", x1.Status)
+	}
+}
+
+// flakyUpstream accepts connections and closes them at once, counting attempts.
+func flakyUpstream(t *testing.T) (string, *atomic.Int32) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			n.Add(1)
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	return "http://" + ln.Addr().String(), &n
+}
+
+func TestUpstreamFailures(t *testing.T) {
+	flaky, attempts := flakyUpstream(t)
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-time.After(2 * time.Second):
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(slow.Close)
+	f := startGateway(t, fmt.Sprintf(`
+routes:
+  - {name: flaky, prefix: /flaky, upstreams: [{url: %s}]}
+  - {name: slow, prefix: /slow, upstreams: [{url: %s}]}
+`, flaky, slow.URL), map[string]string{"UPSTREAM_TIMEOUT": "200ms"})
+
+	attempts.Store(0)
+	if r := webtest.Do(t, "POST", f.url+"/flaky", `{"a":1}`); r.Status != 502 {
+		t.Errorf("POST to a failing upstream = %d, want 502", r.Status)
+	} else {
+		r.Problem(t)
+	}
+	if n := attempts.Load(); n != 1 {
+		t.Errorf("POST was tried %d times, want 1 (never retried)", n)
+	}
+	attempts.Store(0)
+	if r := webtest.Do(t, "GET", f.url+"/flaky", nil); r.Status != 502 {
+		t.Errorf("GET to a failing upstream = %d, want 502", r.Status)
+	}
+	if n := attempts.Load(); n < 2 {
+		t.Errorf("GET was tried %d times, want retries", n)
+	}
+	r := webtest.Do(t, "GET", f.url+"/slow", nil)
+	if r.Status != 504 {
+		t.Errorf("slow upstream = %d, want 504", r.Status)
+	} else if !strings.Contains(r.Problem(t).Detail, "did not answer in time") {
+		t.Errorf("504 detail = %s", r.Body)
+	}
+}
+
+func TestCanaryRoutesToBothUpstreams(t *testing.T) {
+	stable, canary := echoUpstream(t, "stable"), echoUpstream(t, "canary")
+	f := startGateway(t, fmt.Sprintf("routes:\n  - {name: c, prefix: /c, upstreams: [{url: %s, weight: 50}, {url: %s, weight: 50}]}\n", stable.URL, canary.URL), nil)
+	got := map[string]int{}
+	for i := 0; i < 200; i++ {
+		got[decodeSeen(t, webtest.Do(t, "GET", f.url+"/c", nil)).Upstream]++
+	}
+	// Binomial(200, 0.5): 5 standard deviations is ~35.
+	if got["stable"] < 65 || got["canary"] < 65 {
+		t.Errorf("split = %v, want about 100 each", got)
+	}
+}
+
+func TestInvalidRouteFileStopsStartUp(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "routes.yaml")
+	_ = os.WriteFile(file, []byte("routes:\n  - name: a\n    prefix: nope\n    upstreams: [{url: http://x}]\n"), 0o644)
+	cfg, err := LoadConfig(func(k string) string { return map[string]string{"ROUTES_FILE": file}[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = NewServer(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err == nil || !strings.Contains(err.Error(), file) || !strings.Contains(err.Error(), "line 2") {
+		t.Errorf("NewServer = %v, want an error naming the file and line", err)
+	}
+}
