@@ -21,6 +21,8 @@ type Config struct {
 	UpstreamTimeout time.Duration  // UPSTREAM_TIMEOUT: until an upstream's response headers
 	APIKeyHeader    string         // API_KEY_HEADER: rate-limit anonymous clients by this header
 	TrustedProxies  []netip.Prefix // TRUSTED_PROXIES: CIDRs whose X-Forwarded-For is believed
+	RedisURL        string         // REDIS_URL: share rate limits across replicas; empty limits in-process
+	FailOpen        bool           // RATE_LIMIT_FAIL_OPEN: without Redis, limit locally (true) or refuse (false)
 }
 
 // LoadConfig reads and validates the configuration.
@@ -35,6 +37,8 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		OrdersURL:       r.String("ORDERS_URL", "http://127.0.0.1:8083"),
 		UpstreamTimeout: r.Duration("UPSTREAM_TIMEOUT", 10*time.Second),
 		APIKeyHeader:    r.String("API_KEY_HEADER", ""),
+		RedisURL:        r.String("REDIS_URL", ""),
+		FailOpen:        r.Bool("RATE_LIMIT_FAIL_OPEN", true),
 	}
 	for key, v := range map[string]string{"USERS_URL": c.UsersURL, "PRODUCTS_URL": c.ProductsURL, "ORDERS_URL": c.OrdersURL} {
 		if u, err := url.Parse(v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

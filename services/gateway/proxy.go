@@ -121,7 +121,7 @@ func (g *Gateway) limit(c echo.Context, route *Route, claims *jwtauth.Claims) er
 	}
 	d, err := g.limiter.Allow(c.Request().Context(), route.RateLimit+"|"+key, policy)
 	if err != nil {
-		return fmt.Errorf("rate limiter: %w", err)
+		return fault.New(fault.ErrUnavailable, "the rate limiter is unavailable; retry later")
 	}
 	h := c.Response().Header()
 	h.Set("RateLimit-Policy", g.policyHdr[route.RateLimit])

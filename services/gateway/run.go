@@ -53,10 +53,24 @@ func NewServer(_ context.Context, cfg Config, logger *slog.Logger) (*web.Server,
 		ResponseHeaderTimeout: cfg.UpstreamTimeout,
 		ForceAttemptHTTP2:     false,
 	}
+	var limiter Limiter = NewLocalLimiter(time.Now)
+	release := transport.CloseIdleConnections
+	if cfg.RedisURL != "" {
+		rl, err := NewRedisLimiter(cfg.RedisURL, cfg.FailOpen, limiter, srv.Registry, logger)
+		if err != nil {
+			return nil, nil, err
+		}
+		limiter = rl
+		release = func() { transport.CloseIdleConnections(); _ = rl.Close() }
+		if !cfg.FailOpen { // without Redis this gateway refuses limited routes: not ready
+			srv.AddReadinessCheck("redis", rl.Ping)
+		}
+		logger.Info("rate limits", "shared", true, "fail_open", cfg.FailOpen)
+	}
 	g := &Gateway{
 		table:     table,
 		verifier:  cfg.Auth.NewRemoteVerifier(&http.Client{Timeout: 5 * time.Second}),
-		limiter:   NewLocalLimiter(time.Now),
+		limiter:   limiter,
 		apiKey:    cfg.APIKeyHeader,
 		metrics:   newMetrics(srv.Registry),
 		logger:    logger,
@@ -77,5 +91,5 @@ func NewServer(_ context.Context, cfg Config, logger *slog.Logger) (*web.Server,
 	}
 	addRoutes(srv.Echo, g)
 	logger.Info("routes", "count", len(table.Routes), "file", cfg.RoutesFile)
-	return srv, transport.CloseIdleConnections, nil
+	return srv, release, nil
 }

@@ -1,0 +1,132 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shopmesh/shopmesh/services/internal/webtest"
+)
+
+// redisURL returns REDIS_URL; without it the test is skipped, except under CI, where a Redis
+// test that does not run is a failure.
+func redisURL(t *testing.T) string {
+	t.Helper()
+	url := os.Getenv("REDIS_URL")
+	if url == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatal("REDIS_URL is not set under CI: Redis tests must run (see .ci/run)")
+		}
+		t.Skip("REDIS_URL is not set; skipping Redis tests (see README: Tests)")
+	}
+	return url
+}
+
+func TestRedisLimiterBurstThenRate(t *testing.T) {
+	l, err := NewRedisLimiter(redisURL(t), false, nil, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	key := "test|" + uuid.NewString()
+	allowed := 0
+	for i := 0; i < 40; i++ {
+		d, err := l.Allow(context.Background(), key, RateLimit{Rate: 1, Burst: 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Allowed {
+			allowed++
+		} else if d.RetryAfter <= 0 || d.RetryAfter > time.Second {
+			t.Errorf("refusal with RetryAfter %v, want (0, 1s]", d.RetryAfter)
+		}
+	}
+	if allowed != 20 {
+		t.Errorf("allowed %d of 40 at once, want the burst of 20", allowed)
+	}
+	if g := gcraLimit(RateLimit{Rate: 0.5, Burst: 1}); g.Rate != 1 || g.Period != 2*time.Second {
+		t.Errorf("gcraLimit(0.5/s) = %+v, want 1 per 2s", g)
+	}
+}
+
+// TestRedisLimitIsSharedAcrossGateways offers a fixed rate, open loop, alternately to two
+// gateway instances: together they accept burst + ⌊rate × elapsed⌋, within one.
+func TestRedisLimitIsSharedAcrossGateways(t *testing.T) {
+	url := redisURL(t)
+	up := echoUpstream(t, "api")
+	routes := fmt.Sprintf("rate_limits:\n  shared: {rate: 20, burst: 5}\nroutes:\n  - {name: s, prefix: /s, rate_limit: shared, upstreams: [{url: %s}]}\n", up.URL)
+	env := map[string]string{"REDIS_URL": url, "API_KEY_HEADER": "X-Api-Key"}
+	gateways := []string{startGateway(t, routes, env).url, startGateway(t, routes, env).url}
+	client := uuid.NewString()
+
+	offered := 60.0 // requests per second, three times the limit
+	interval := time.Duration(float64(time.Second) / offered)
+	start := time.Now()
+	accepted, sent := 0, 0
+	var last time.Time
+	for i := 0; i < 120; i++ { // two seconds
+		time.Sleep(time.Until(start.Add(time.Duration(i) * interval)))
+		last = time.Now()
+		r := webtest.Do(t, "GET", gateways[i%2]+"/s", nil, "X-Api-Key", client)
+		sent++
+		switch r.Status {
+		case 200:
+			accepted++
+		case 429:
+		default:
+			t.Fatalf("status %d: %s", r.Status, r.Body)
+		}
+	}
+	want := 5 + int(math.Floor(20*last.Sub(start).Seconds()))
+	if d := accepted - want; d < -1 || d > 1 {
+		t.Errorf("two gateways accepted %d of %d, want %d ± 1 (burst 5 + 20/s × %.2fs)", accepted, sent, want, last.Sub(start).Seconds())
+	}
+}
+
+func TestRedisUnavailable(t *testing.T) {
+	redisURL(t) // these run where the Redis tests run
+	up := echoUpstream(t, "api")
+	routes := fmt.Sprintf("rate_limits:\n  tight: {rate: 1, burst: 2}\nroutes:\n  - {name: t, prefix: /t, rate_limit: tight, upstreams: [{url: %s}]}\n", up.URL)
+	down := "redis://127.0.0.1:1/0"
+
+	open := startGateway(t, routes, map[string]string{"REDIS_URL": down})
+	var statuses []int
+	for i := 0; i < 3; i++ {
+		statuses = append(statuses, webtest.Do(t, "GET", open.url+"/t", nil).Status)
+	}
+	if fmt.Sprint(statuses) != "[200 200 429]" {
+		t.Errorf("fail-open statuses = %v, want the local limiter's [200 200 429]", statuses)
+	}
+	metrics := string(webtest.Do(t, "GET", open.url+"/metrics", nil).Body)
+	if !strings.Contains(metrics, "gateway_rate_limit_fallbacks_total 3") {
+		t.Errorf("fallback metric not counted:\n%s", grepLines(metrics, "fallbacks"))
+	}
+
+	closed := startGateway(t, routes, map[string]string{"REDIS_URL": down, "RATE_LIMIT_FAIL_OPEN": "false"})
+	r := webtest.Do(t, "GET", closed.url+"/t", nil)
+	if r.Status != 503 || !strings.Contains(r.Problem(t).Detail, "rate limiter") {
+		t.Errorf("fail-closed = %d %s, want 503 naming the rate limiter", r.Status, r.Body)
+	}
+	if ready := webtest.Do(t, "GET", closed.url+"/readyz", nil); ready.Status != 503 {
+		t.Errorf("fail-closed /readyz without Redis = %d, want 503", ready.Status)
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, line := range strings.Split(s, "\n") {
+		if strings.Contains(line, sub) {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
+}
