@@ -28,6 +28,7 @@ const usage = `usage: shopmesh <command> [flags]
 commands:
   run     start users, products and orders on this machine (see README: Quick start)
   plan    --stack dev|prod [--json]: the Pulumi program's resources for a stack, offline
+  scenario ratelimit [flags]: replay the rate-limiting test plan against the gateway
   help    show this text
 `
 
@@ -43,6 +44,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return localshop.Run(ctx, args[2:], getenv, stdout)
 	case "plan":
 		return runPlan(args[2:], stdout)
+	case "scenario":
+		return runScenario(ctx, args[2:], stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -5,6 +5,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/shopmesh/shopmesh/services/internal/webtest"
 	"github.com/shopmesh/shopmesh/services/orders"
 	"github.com/shopmesh/shopmesh/services/products"
+	"github.com/shopmesh/shopmesh/services/scenario"
 	"github.com/shopmesh/shopmesh/services/users"
 )
 
@@ -328,5 +330,33 @@ func TestThroughTheGateway(t *testing.T) {
 	}
 	if r := webtest.Do(t, "POST", s.gateway+"/reservations", `{}`, webtest.Bearer(token)...); r.Status != 404 {
 		t.Errorf("internal /reservations through the gateway = %d, want 404", r.Status)
+	}
+}
+
+// TestRateLimitScenario runs the test plan at a tenth of its duration through the gateway.
+func TestRateLimitScenario(t *testing.T) {
+	s := startShop(t, map[string]string{})
+	o := scenario.DefaultRateLimitOptions()
+	o.Target, o.TimeScale = s.gateway, 0.1
+	phases, err := scenario.RateLimit(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	scenario.PrintRateLimit(&out, phases, o)
+	t.Logf("\n%s", out.String())
+	if len(phases) != 3 || !strings.Contains(out.String(), "overload") {
+		t.Fatalf("report:\n%s", out.String())
+	}
+	normal, burst, overload := phases[0], phases[1], phases[2]
+	if normal.Accepted() != normal.Sent || normal.Limited != 0 || normal.Sent != 50 {
+		t.Errorf("normal phase: %+v, want all 50 accepted", normal)
+	}
+	if burst.Accepted() < o.LimitBurst || burst.Accepted() > o.LimitBurst+3 || burst.Limited == 0 {
+		t.Errorf("burst phase accepted %d of %d, want the burst of %d (a few more may refill while they are sent)", burst.Accepted(), burst.Sent, o.LimitBurst)
+	}
+	ideal := overload.Ideal(o.LimitRate, o.LimitBurst)
+	if d := overload.Accepted() - ideal; d < -3 || d > 3 || overload.Other+overload.Failed != 0 || overload.MissingRetryAfter != 0 {
+		t.Errorf("overload phase: %+v; accepted %d, ideal %d", overload, overload.Accepted(), ideal)
 	}
 }
