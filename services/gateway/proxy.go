@@ -305,3 +305,14 @@ func (c *tokenCache) put(raw string, cl *jwtauth.Claims) {
 }
 
 func randomPick(n int) int { return mrand.IntN(n) }
+
+// bufferPool reuses the 32 KiB buffers ReverseProxy copies response bodies through; without
+// it every response allocates (and the GC clears) a new one.
+type bufferPool struct{ pool sync.Pool }
+
+func newBufferPool() *bufferPool {
+	return &bufferPool{pool: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+}
+
+func (p *bufferPool) Get() []byte  { return *(p.pool.Get().(*[]byte)) }
+func (p *bufferPool) Put(b []byte) { p.pool.Put(&b) }

@@ -87,6 +87,7 @@ func NewServer(_ context.Context, cfg Config, logger *slog.Logger) (*web.Server,
 		Transport:      retryTransport{base: transport, attempts: 3},
 		ModifyResponse: g.modifyResponse,
 		ErrorHandler:   g.proxyError,
+		BufferPool:     newBufferPool(),
 		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	addRoutes(srv.Echo, g)

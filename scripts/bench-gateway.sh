@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# make bench-gateway: the gateway against nginx on this machine, both in front of the same
+# trivial upstream on 127.0.0.1. Installs nginx and wrk through apt when they are missing.
+# Prints throughput (wrk, closed loop) and latency at a fixed 2,000 req/s (open loop).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10s}   # per wrk run
+CONNS=${CONNS:-64}
+THREADS=${THREADS:-2}
+RATE=${RATE:-2000}          # fixed-rate latency runs
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
+  echo "bench: installing nginx and wrk"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk >/dev/null
+fi
+
+echo "bench: building"
+go build -o "$work/" ./bench/upstream ./bench/load ./cmd/gateway ./cmd/users
+
+wait_for() { for _ in $(seq 1 100); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "bench: $1 never answered"; exit 1; }
+
+"$work/upstream" -addr 127.0.0.1:9001 & pids+=($!)
+HTTP_ADDR=127.0.0.1:9004 LOG_LEVEL=warn "$work/users" >/dev/null & pids+=($!)
+
+cat > "$work/nginx.conf" <<NGINX
+worker_processes auto;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream app { server 127.0.0.1:9001; keepalive 128; }
+  server {
+    listen 127.0.0.1:9002;
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+NGINX
+nginx -c "$work/nginx.conf" -g 'daemon off;' & pids+=($!)
+
+# The gateway checks a real JWT and takes a rate-limit token on every request; the limit is
+# set high enough never to refuse. Its per-request log is off (LOG_LEVEL=warn), as nginx's is.
+cat > "$work/routes.yaml" <<ROUTES
+rate_limits:
+  high: {rate: 1000000000, burst: 1000000000}
+  low: {rate: 1, burst: 1}
+routes:
+  - {name: bench, prefix: /bench, auth: required, rate_limit: high, upstreams: [{url: "http://127.0.0.1:9001"}]}
+  - {name: flood, prefix: /flood, auth: required, rate_limit: low, upstreams: [{url: "http://127.0.0.1:9001"}]}
+ROUTES
+HTTP_ADDR=127.0.0.1:9003 LOG_LEVEL=warn ROUTES_FILE="$work/routes.yaml" \
+  JWKS_URL=http://127.0.0.1:9004/.well-known/jwks.json "$work/gateway" >/dev/null & pids+=($!)
+
+wait_for http://127.0.0.1:9001/ ; wait_for http://127.0.0.1:9002/ ; wait_for http://127.0.0.1:9003/healthz ; wait_for http://127.0.0.1:9004/healthz
+curl -fsS -o /dev/null -X POST http://127.0.0.1:9004/users -H 'Content-Type: application/json' \
+  -d '{"email":"bench@example.com","password":"bench-password","name":"Bench"}'
+token=$(curl -fsS -X POST http://127.0.0.1:9004/users/login -H 'Content-Type: application/json' \
+  -d '{"email":"bench@example.com","password":"bench-password"}' | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
+auth="Authorization: Bearer $token"
+curl -fsS -o /dev/null -H "$auth" http://127.0.0.1:9003/bench/ || { echo "bench: the gateway refused the token"; exit 1; }
+
+# wrk prints "Requests/sec: N" and, with --latency, "50% X" and "99% Y" lines.
+wrk_run() { # name url [header]
+  local out
+  if [ $# -ge 3 ]; then out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -H "$3" "$2"); else out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "$2"); fi
+  echo "$out" > "$work/wrk-$1.txt"
+  local rps p50 p99 non2xx
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p50=$(echo "$out" | awk '$1=="50%" {print $2}')
+  p99=$(echo "$out" | awk '$1=="99%" {print $2}')
+  non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
+  printf '%-10s %12s %10s %10s %10s\n' "$1" "$rps" "$p50" "$p99" "${non2xx:-0}"
+  eval "rps_$1=$rps"
+}
+
+echo
+echo "throughput: wrk -t$THREADS -c$CONNS -d$DURATION, 127.0.0.1, $(nproc) cores shared by load and servers"
+printf '%-10s %12s %10s %10s %10s\n' target req/s p50 p99 non-2xx
+wrk_run direct  http://127.0.0.1:9001/bench/x
+wrk_run nginx   http://127.0.0.1:9002/bench/x
+wrk_run gateway http://127.0.0.1:9003/bench/x "$auth"
+echo
+awk -v g="$rps_gateway" -v n="$rps_nginx" -v d="$rps_direct" 'BEGIN {
+  printf "gateway/nginx  %.2f   (target >= 0.80)\n", g/n; printf "gateway/direct %.2f\n", g/d }'
+
+echo
+echo "latency at a fixed $RATE req/s (open loop, bench/load, ${DURATION})"
+for t in direct nginx gateway; do
+  case $t in direct) url=http://127.0.0.1:9001/bench/x ;; nginx) url=http://127.0.0.1:9002/bench/x ;; gateway) url=http://127.0.0.1:9003/bench/x ;; esac
+  printf '%-10s ' "$t"; "$work/load" --url "$url" --rate "$RATE" --duration "$DURATION" --header "$auth"
+done
+
+echo
+echo "rejections: the same token over a 1 req/s limit (every answer after the first is 429)"
+wrk_run flood http://127.0.0.1:9003/flood/x "$auth"
