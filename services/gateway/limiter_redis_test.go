@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -14,21 +13,14 @@ import (
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/shopmesh/shopmesh/services/internal/testenv"
 	"github.com/shopmesh/shopmesh/services/internal/webtest"
 )
 
-// redisURL returns REDIS_URL; without it the test is skipped, except under CI, where a Redis
-// test that does not run is a failure.
+// redisURL returns REDIS_URL (see testenv.Require for when the test is skipped).
 func redisURL(t *testing.T) string {
 	t.Helper()
-	url := os.Getenv("REDIS_URL")
-	if url == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatal("REDIS_URL is not set under CI: Redis tests must run (see .ci/run)")
-		}
-		t.Skip("REDIS_URL is not set; skipping Redis tests (see README: Tests)")
-	}
-	return url
+	return testenv.Require(t, "REDIS_URL", "Redis")
 }
 
 func TestRedisLimiterBurstThenRate(t *testing.T) {

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"io/fs"
-	"os"
 	"testing"
 	"time"
 
@@ -14,20 +13,13 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/shopmesh/shopmesh/services/internal/pgdb"
+	"github.com/shopmesh/shopmesh/services/internal/testenv"
 )
 
-// URL returns DATABASE_URL. Without it the test is skipped, except under CI (CI is set), where
-// a database test that does not run is a failure.
+// URL returns DATABASE_URL (see testenv.Require for when the test is skipped).
 func URL(t testing.TB) string {
 	t.Helper()
-	url := os.Getenv("DATABASE_URL")
-	if url == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatal("DATABASE_URL is not set under CI: PostgreSQL tests must run (see .ci/run)")
-		}
-		t.Skip("DATABASE_URL is not set; skipping PostgreSQL tests (see README: Tests)")
-	}
-	return url
+	return testenv.Require(t, "DATABASE_URL", "PostgreSQL")
 }
 
 // Schema returns DATABASE_URL and a fresh schema name, dropped when the test ends. The caller
