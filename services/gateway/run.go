@@ -30,7 +30,7 @@ func NewServer(_ context.Context, cfg Config, logger *slog.Logger) (*web.Server,
 		}
 		table = t
 	}
-	srv := web.New(cfg.HTTP, logger, web.AnyRequestBody())
+	srv := web.New(cfg.HTTP, logger, web.Proxy())
 	// Client addresses come from the connection unless a trusted proxy forwarded the request;
 	// otherwise anyone could pick their own rate-limit key with X-Forwarded-For.
 	srv.Echo.IPExtractor = echo.ExtractIPDirect()

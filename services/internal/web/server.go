@@ -42,11 +42,12 @@ type check struct {
 // Option changes how New builds the server.
 type Option func(*options)
 
-type options struct{ anyBody bool }
+type options struct{ proxy bool }
 
-// AnyRequestBody lets bodies of any media type through, for a server that passes them on
-// (the gateway) rather than decoding them.
-func AnyRequestBody() Option { return func(o *options) { o.anyBody = true } }
+// Proxy configures a server that passes requests on (the gateway) rather than handling them:
+// bodies of any media type stream through unread, and timeouts are the proxy transport's, so
+// the JSON check, body limit and per-request context timeout are left out of the chain.
+func Proxy() Option { return func(o *options) { o.proxy = true } }
 
 // New returns a server configured by cfg. Routes are added by the caller on s.Echo.
 func New(cfg Config, logger *slog.Logger, opts ...Option) *Server {
@@ -70,11 +71,11 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) *Server {
 	e.Use(newMetrics(s.Registry).middleware)
 	e.Use(requestLogger(logger))
 	e.Use(middleware.Recover())
-	e.Use(middleware.BodyLimit(bodyLimitString(cfg.BodyLimitBytes)))
-	if !o.anyBody {
+	if !o.proxy {
+		e.Use(middleware.BodyLimit(bodyLimitString(cfg.BodyLimitBytes)))
 		e.Use(requireJSONBody)
+		e.Use(middleware.ContextTimeout(cfg.RequestTimeout))
 	}
-	e.Use(middleware.ContextTimeout(cfg.RequestTimeout))
 
 	e.GET("/healthz", func(c echo.Context) error {
 		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
@@ -180,6 +181,9 @@ func requestLogger(logger *slog.Logger) echo.MiddlewareFunc {
 			level := slog.LevelInfo
 			if v.Status >= 500 {
 				level = slog.LevelError
+			}
+			if !logger.Enabled(c.Request().Context(), level) {
+				return nil // don't build a line nobody will read
 			}
 			attrs := []slog.Attr{
 				slog.String("request_id", v.RequestID),
