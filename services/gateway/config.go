@@ -23,6 +23,7 @@ type Config struct {
 	TrustedProxies  []netip.Prefix // TRUSTED_PROXIES: CIDRs whose X-Forwarded-For is believed
 	RedisURL        string         // REDIS_URL: share rate limits across replicas; empty limits in-process
 	FailOpen        bool           // RATE_LIMIT_FAIL_OPEN: without Redis, limit locally (true) or refuse (false)
+	PprofAddr       string         // PPROF_ADDR: serve net/http/pprof here (keep it on loopback); empty: off
 }
 
 // LoadConfig reads and validates the configuration.
@@ -39,6 +40,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		APIKeyHeader:    r.String("API_KEY_HEADER", ""),
 		RedisURL:        r.String("REDIS_URL", ""),
 		FailOpen:        r.Bool("RATE_LIMIT_FAIL_OPEN", true),
+		PprofAddr:       r.String("PPROF_ADDR", ""),
 	}
 	for key, v := range map[string]string{"USERS_URL": c.UsersURL, "PRODUCTS_URL": c.ProductsURL, "ORDERS_URL": c.OrdersURL} {
 		if u, err := url.Parse(v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/http/pprof"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -91,6 +92,32 @@ func NewServer(_ context.Context, cfg Config, logger *slog.Logger) (*web.Server,
 		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	addRoutes(srv.Echo, g)
+	if cfg.PprofAddr != "" {
+		stop, err := servePprof(cfg.PprofAddr, logger)
+		if err != nil {
+			release()
+			return nil, nil, err
+		}
+		prev := release
+		release = func() { stop(); prev() }
+	}
 	logger.Info("routes", "count", len(table.Routes), "file", cfg.RoutesFile)
 	return srv, release, nil
+}
+
+// servePprof serves the profiling endpoints on their own listener, apart from the public port.
+func servePprof(addr string, logger *slog.Logger) (func(), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("PPROF_ADDR: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	logger.Info("pprof", "addr", ln.Addr().String())
+	return func() { _ = srv.Close() }, nil
 }
