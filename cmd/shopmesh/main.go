@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/shopmesh/shopmesh/services/localshop"
 )
@@ -29,6 +30,7 @@ commands:
   run     start users, products and orders on this machine (see README: Quick start)
   plan    --stack dev|prod [--json]: the Pulumi program's resources for a stack, offline
   scenario ratelimit [flags]: replay the rate-limiting test plan against the gateway
+  certs   init|issue|show: the platform CA and workload certificates (SPIFFE identities)
   help    show this text
 `
 
@@ -44,6 +46,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return localshop.Run(ctx, args[2:], getenv, stdout)
 	case "plan":
 		return runPlan(args[2:], stdout)
+	case "certs":
+		return runCerts(args[2:], stdout, time.Now())
 	case "scenario":
 		return runScenario(ctx, args[2:], stdout)
 	case "help", "-h", "--help":

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestCommands(t *testing.T) {
@@ -68,6 +69,33 @@ func TestPlanCommand(t *testing.T) {
 	for _, bad := range [][]string{{"plan"}, {"plan", "--stack", "staging", "--dir", "../.."}} {
 		if err := run(context.Background(), append([]string{"shopmesh"}, bad...), none, &out); err == nil {
 			t.Errorf("shopmesh %v succeeded", bad)
+		}
+	}
+}
+
+func TestCertsCommands(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Now()
+	var out bytes.Buffer
+	if err := runCerts([]string{"init", "--dir", dir}, &out, now); err != nil || !strings.Contains(out.String(), "shopmesh platform CA") {
+		t.Fatalf("init: %v\n%s", err, out.String())
+	}
+	out.Reset()
+	if err := runCerts([]string{"issue", "--dir", dir, "--service", "orders", "--ttl", "2h"}, &out, now); err != nil {
+		t.Fatalf("issue: %v", err)
+	}
+	out.Reset()
+	if err := runCerts([]string{"show", dir + "/orders.pem", dir + "/ca.pem"}, &out, now); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"identity:    spiffe://shopmesh/ns/shop/sa/orders", "sha256:", "ca:          true"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("show lacks %q:\n%s", want, out.String())
+		}
+	}
+	for _, bad := range [][]string{{}, {"issue", "--dir", dir}, {"issue", "--dir", t.TempDir(), "--service", "x"}, {"show"}, {"rotate"}, {"init", "--dir", dir}} {
+		if err := runCerts(bad, &out, now); err == nil {
+			t.Errorf("certs %v succeeded", bad)
 		}
 	}
 }
