@@ -32,6 +32,7 @@ type Server struct {
 
 	mu     sync.Mutex
 	checks []check
+	mtls   *mtlsState
 }
 
 type check struct {
@@ -135,6 +136,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ReadHeaderTimeout: 5 * time.Second,
 		IdleTimeout:       90 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn),
+	}
+	if s.mtls != nil {
+		tlsLn, stop, err := s.serveMTLS(ctx, srv, ln)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		ln = tlsLn
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
