@@ -296,7 +296,7 @@ func TestInvalidRouteFileStopsStartUp(t *testing.T) {
 func TestPprofListenerIsSeparateAndOptIn(t *testing.T) {
 	up := echoUpstream(t, "api")
 	routes := fmt.Sprintf("routes:\n  - {name: a, prefix: /a, upstreams: [{url: %s}]}\n", up.URL)
-	addr := freeLoopback(t)
+	addr := webtest.FreeAddr(t)
 	f := startGateway(t, routes, map[string]string{"PPROF_ADDR": addr})
 	if r := webtest.Do(t, "GET", "http://"+addr+"/debug/pprof/", nil); r.Status != 200 {
 		t.Errorf("pprof index = %d", r.Status)
@@ -304,14 +304,4 @@ func TestPprofListenerIsSeparateAndOptIn(t *testing.T) {
 	if r := webtest.Do(t, "GET", f.url+"/debug/pprof/", nil); r.Status != 404 {
 		t.Errorf("pprof on the public port = %d, want 404", r.Status)
 	}
-}
-
-func freeLoopback(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }

@@ -3,7 +3,6 @@ package localshop
 import (
 	"bytes"
 	"context"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -39,24 +38,14 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 type shop struct{ users, products, orders, gateway string }
 
 // startShop runs `shopmesh run` on free loopback ports until the test ends, and checks that
 // it then shuts down cleanly.
 func startShop(t *testing.T, env map[string]string) shop {
 	t.Helper()
-	env["USERS_HTTP_ADDR"], env["PRODUCTS_HTTP_ADDR"], env["ORDERS_HTTP_ADDR"] = freeAddr(t), freeAddr(t), freeAddr(t)
-	env["GATEWAY_HTTP_ADDR"] = freeAddr(t)
+	env["USERS_HTTP_ADDR"], env["PRODUCTS_HTTP_ADDR"], env["ORDERS_HTTP_ADDR"] = webtest.FreeAddr(t), webtest.FreeAddr(t), webtest.FreeAddr(t)
+	env["GATEWAY_HTTP_ADDR"] = webtest.FreeAddr(t)
 	env["SHUTDOWN_TIMEOUT"] = "5s"
 	logs := &lockedBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/shopmesh/shopmesh/services/internal/mtls"
 	"github.com/shopmesh/shopmesh/services/internal/web"
+	"github.com/shopmesh/shopmesh/services/internal/webtest"
 	"github.com/shopmesh/shopmesh/services/pki"
 )
 
@@ -41,23 +41,13 @@ func material(t *testing.T, w workload, caFile string) *mtls.Material {
 	return m
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // startMTLS serves GET /products with mutual TLS as the products workload.
 func startMTLS(t *testing.T, server *mtls.Material, allowed ...string) (addr, health string) {
 	t.Helper()
-	cfg := web.Config{Addr: freeAddr(t), RequestTimeout: 5 * time.Second, ShutdownTimeout: time.Second, BodyLimitBytes: 1 << 20}
+	cfg := web.Config{Addr: webtest.FreeAddr(t), RequestTimeout: 5 * time.Second, ShutdownTimeout: time.Second, BodyLimitBytes: 1 << 20}
 	s := web.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	s.Echo.GET("/products", func(c echo.Context) error { return c.String(http.StatusOK, "catalog") })
-	health = freeAddr(t)
+	health = webtest.FreeAddr(t)
 	s.UseMTLS(server, allowed, health)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"testing"
 
@@ -82,3 +83,14 @@ func Do(t testing.TB, method, url string, body any, headers ...string) Response 
 
 // Bearer returns an Authorization header pair for token.
 func Bearer(token string) []string { return []string{"Authorization", "Bearer " + token} }
+
+// FreeAddr returns a loopback address with a port that was free a moment ago.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
