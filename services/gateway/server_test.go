@@ -58,16 +58,7 @@ func startGateway(t *testing.T, routes string, env map[string]string) gatewayFix
 	for k, v := range env {
 		all[k] = v
 	}
-	cfg, err := LoadConfig(func(k string) string { return all[k] })
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, closeFn, err := NewServer(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(srv.Echo)
-	t.Cleanup(func() { ts.Close(); closeFn() })
+	ts := webtest.Start(t, all, LoadConfig, NewServer)
 	return gatewayFixture{url: ts.URL, issuer: iss}
 }
 

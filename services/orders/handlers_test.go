@@ -1,9 +1,6 @@
 package orders
 
 import (
-	"context"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -23,37 +20,15 @@ type fixture struct {
 	productsServer    *httptest.Server
 }
 
-func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
 // start runs real products and orders servers on loopback with one token issuer.
 func start(t *testing.T) *fixture {
 	t.Helper()
 	iss := jwtauthtest.Start(t)
 	env := map[string]string{"JWKS_URL": iss.JWKSURL, "SEED_DEMO_CATALOG": "false"}
-	getenv := func(k string) string { return env[k] }
 
-	pcfg, err := products.LoadConfig(getenv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	psrv, pclose, err := products.NewServer(context.Background(), pcfg, quiet())
-	if err != nil {
-		t.Fatal(err)
-	}
-	pts := httptest.NewServer(psrv.Echo)
-	t.Cleanup(func() { pts.Close(); pclose() })
-
+	pts := webtest.Start(t, env, products.LoadConfig, products.NewServer)
 	env["PRODUCTS_URL"] = pts.URL
-	ocfg, err := LoadConfig(getenv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	osrv, oclose, err := NewServer(context.Background(), ocfg, quiet())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ots := httptest.NewServer(osrv.Echo)
-	t.Cleanup(func() { ots.Close(); oclose() })
+	ots := webtest.Start(t, env, LoadConfig, NewServer)
 
 	f := &fixture{orders: ots.URL, products: pts.URL, productsServer: pts,
 		alice: iss.Token(t, uuid.NewString()), bob: iss.Token(t, uuid.NewString()), admin: iss.Token(t, uuid.NewString(), "admin")}

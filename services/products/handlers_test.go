@@ -1,11 +1,7 @@
 package products
 
 import (
-	"context"
-	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"testing"
 
@@ -30,16 +26,7 @@ func start(t *testing.T, env map[string]string) fixture {
 	for k, v := range env {
 		all[k] = v
 	}
-	cfg, err := LoadConfig(func(k string) string { return all[k] })
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, closeFn, err := NewServer(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(srv.Echo)
-	t.Cleanup(func() { ts.Close(); closeFn() })
+	ts := webtest.Start(t, all, LoadConfig, NewServer)
 	return fixture{base: ts.URL, admin: iss.Token(t, uuid.NewString(), "admin"), user: iss.Token(t, uuid.NewString()), issuer: iss}
 }
 

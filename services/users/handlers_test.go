@@ -2,10 +2,7 @@ package users
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -14,25 +11,10 @@ import (
 	"github.com/shopmesh/shopmesh/services/internal/webtest"
 )
 
-func testConfig(t *testing.T, env map[string]string) Config {
-	t.Helper()
-	cfg, err := LoadConfig(func(k string) string { return env[k] })
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg
-}
-
 // startServer runs the real users server on loopback.
 func startServer(t *testing.T, env map[string]string) string {
 	t.Helper()
-	srv, closeFn, err := NewServer(context.Background(), testConfig(t, env), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(srv.Echo)
-	t.Cleanup(func() { ts.Close(); closeFn() })
-	return ts.URL
+	return webtest.Start(t, env, LoadConfig, NewServer).URL
 }
 
 func register(t *testing.T, base, email, password string) {

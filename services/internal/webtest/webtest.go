@@ -3,10 +3,13 @@ package webtest
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 
 	"github.com/shopmesh/shopmesh/services/internal/web"
@@ -93,4 +96,22 @@ func FreeAddr(t testing.TB) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// Start builds a service's real server from an environment map (load reads it, build makes the
+// server, as the service's Run does) and serves it on loopback until the test ends.
+func Start[C any](t testing.TB, env map[string]string, load func(func(string) string) (C, error),
+	build func(context.Context, C, *slog.Logger) (*web.Server, func(), error)) *httptest.Server {
+	t.Helper()
+	cfg, err := load(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, closeFn, err := build(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Echo)
+	t.Cleanup(func() { ts.Close(); closeFn() })
+	return ts
 }
