@@ -3,6 +3,7 @@ package localshop
 import (
 	"bytes"
 	"context"
+	"math"
 	"net/http"
 	"strings"
 	"sync"
@@ -341,8 +342,10 @@ func TestRateLimitScenario(t *testing.T) {
 	if normal.Accepted() != normal.Sent || normal.Limited != 0 || normal.Sent != 50 {
 		t.Errorf("normal phase: %+v, want all 50 accepted", normal)
 	}
-	if burst.Accepted() < o.LimitBurst || burst.Accepted() > o.LimitBurst+3 || burst.Limited == 0 {
-		t.Errorf("burst phase accepted %d of %d, want the burst of %d (a few more may refill while they are sent)", burst.Accepted(), burst.Sent, o.LimitBurst)
+	// "At once" takes some milliseconds to dispatch; the bucket refills meanwhile.
+	refilled := int(math.Ceil(o.LimitRate * burst.Elapsed.Seconds()))
+	if burst.Accepted() < o.LimitBurst || burst.Accepted() > o.LimitBurst+refilled || burst.Limited == 0 {
+		t.Errorf("burst phase accepted %d of %d in %v, want the burst of %d plus at most %d refilled", burst.Accepted(), burst.Sent, burst.Elapsed, o.LimitBurst, refilled)
 	}
 	ideal := overload.Ideal(o.LimitRate, o.LimitBurst)
 	if d := overload.Accepted() - ideal; d < -3 || d > 3 || overload.Other+overload.Failed != 0 || overload.MissingRetryAfter != 0 {
