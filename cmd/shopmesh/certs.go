@@ -7,11 +7,12 @@ import (
 	"io"
 	"time"
 
+	"github.com/shopmesh/shopmesh/services/localshop"
 	"github.com/shopmesh/shopmesh/services/pki"
 )
 
 // DefaultPKIDir is where make run keeps the local CA and certificates (git-ignored).
-const DefaultPKIDir = ".shopmesh/pki"
+const DefaultPKIDir = localshop.DefaultPKIDir
 
 const certsUsage = `usage:
   shopmesh certs init  [--dir DIR] [--ttl 8760h] [--force]          create the platform CA

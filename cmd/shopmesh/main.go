@@ -30,6 +30,7 @@ commands:
   run     start users, products and orders on this machine (see README: Quick start)
   plan    --stack dev|prod [--json]: the Pulumi program's resources for a stack, offline
   scenario ratelimit [flags]: replay the rate-limiting test plan against the gateway
+  scenario mtls: show mutual TLS between the services, and five calls it refuses
   certs   init|issue|show: the platform CA and workload certificates (SPIFFE identities)
   help    show this text
 `
@@ -49,7 +50,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	case "certs":
 		return runCerts(args[2:], stdout, time.Now())
 	case "scenario":
-		return runScenario(ctx, args[2:], stdout)
+		return runScenario(ctx, args[2:], getenv, stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -5,6 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
+	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -98,4 +101,48 @@ func TestCertsCommands(t *testing.T) {
 			t.Errorf("certs %v succeeded", bad)
 		}
 	}
+}
+
+// TestScenarioMTLSStartsItsOwnPlatform: with nothing listening at the layout's gateway, the
+// command starts the shop itself, runs every expectation and stops it again.
+func TestScenarioMTLSStartsItsOwnPlatform(t *testing.T) {
+	env := map[string]string{"SHOPMESH_PKI_DIR": filepath.Join(t.TempDir(), "pki")}
+	for _, prefix := range []string{"GATEWAY_", "USERS_", "PRODUCTS_", "ORDERS_"} {
+		env[prefix+"HTTP_ADDR"] = freeAddr(t)
+		env[prefix+"HEALTH_ADDR"] = freeAddr(t)
+	}
+	var out bytes.Buffer
+	err := run(context.Background(), []string{"shopmesh", "scenario", "mtls"}, func(k string) string { return env[k] }, &out)
+	if err != nil {
+		t.Fatalf("scenario mtls: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{"starting one in this process", "1. configuration", "2. success", "3. refused", "all expectations met"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if r, err := http.Get("http://" + env["GATEWAY_HTTP_ADDR"] + "/healthz"); err == nil {
+		r.Body.Close()
+		t.Error("the platform the scenario started is still running")
+	}
+
+	env["TLS_MODE"] = "off"
+	if err := run(context.Background(), []string{"shopmesh", "scenario", "mtls"}, func(k string) string { return env[k] }, &out); err == nil || !strings.Contains(err.Error(), "TLS_MODE=mtls") {
+		t.Errorf("TLS_MODE=off: err = %v, want one asking for mtls", err)
+	}
+	if err := run(context.Background(), []string{"shopmesh", "scenario", "chaos"}, func(k string) string { return env[k] }, &out); err == nil || !strings.Contains(err.Error(), "unknown scenario") {
+		t.Errorf("unknown scenario: err = %v", err)
+	}
+}
+
+// freeAddr is a loopback address nothing listens on (services/internal/webtest is out of reach
+// from cmd/).
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }

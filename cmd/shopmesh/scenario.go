@@ -6,15 +6,30 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
+	"time"
 
+	"github.com/shopmesh/shopmesh/services/localshop"
 	"github.com/shopmesh/shopmesh/services/scenario"
 )
 
+const scenarioUsage = "usage: shopmesh scenario ratelimit [flags] | shopmesh scenario mtls"
+
 // runScenario dispatches `shopmesh scenario <name>`.
-func runScenario(ctx context.Context, args []string, stdout io.Writer) error {
-	if len(args) == 0 || args[0] != "ratelimit" {
-		return errors.New("usage: shopmesh scenario ratelimit [flags] (the mTLS scenario comes with native mTLS)")
+func runScenario(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	if len(args) == 0 {
+		return errors.New(scenarioUsage)
 	}
+	switch args[0] {
+	case "ratelimit":
+		return runRateLimit(ctx, args, stdout)
+	case "mtls":
+		return runMTLS(ctx, args, getenv, stdout)
+	}
+	return fmt.Errorf("unknown scenario %q; %s", args[0], scenarioUsage)
+}
+
+func runRateLimit(ctx context.Context, args []string, stdout io.Writer) error {
 	o := scenario.DefaultRateLimitOptions()
 	fs := flag.NewFlagSet("shopmesh scenario ratelimit", flag.ContinueOnError)
 	fs.SetOutput(stdout)
@@ -41,4 +56,80 @@ func runScenario(ctx context.Context, args []string, stdout io.Writer) error {
 	fmt.Fprintln(stdout)
 	scenario.PrintRateLimit(stdout, phases, o)
 	return err
+}
+
+// runMTLS runs the mTLS scenario against the local platform (where make run puts it, or where
+// the same variables say), and starts one in this process when its gateway does not answer.
+func runMTLS(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("shopmesh scenario mtls", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("shopmesh scenario mtls takes no arguments; set the addresses as for shopmesh run")
+	}
+	layout, err := localshop.ReadLayout(getenv)
+	if err != nil {
+		return err
+	}
+	if !layout.TLS {
+		return errors.New("the mTLS scenario needs TLS_MODE=mtls (the default)")
+	}
+	gateway := "http://" + layout.Gateway.Addr
+	if answers(ctx, gateway+"/healthz") {
+		fmt.Fprintf(stdout, "using the platform at %s (PKI %s)\n\n", gateway, layout.PKIDir)
+	} else {
+		fmt.Fprintf(stdout, "no platform at %s: starting one in this process (PKI %s)\n\n", gateway, layout.PKIDir)
+		stop, err := startShop(ctx, layout, getenv)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	o := scenario.MTLSOptions{Gateway: gateway, PKIDir: layout.PKIDir, Namespace: localshop.Namespace}
+	for _, e := range layout.Services() {
+		o.Services = append(o.Services, scenario.Workload{Name: e.Name, Addr: e.Addr, Health: e.Health})
+	}
+	return scenario.MTLS(ctx, o, stdout)
+}
+
+// startShop runs the local shop until stop is called, its logs discarded, and waits until
+// every service is ready.
+func startShop(ctx context.Context, layout localshop.Layout, getenv func(string) string) (stop func(), err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- localshop.Run(ctx, nil, getenv, io.Discard) }()
+	stop = func() { cancel(); <-done }
+	deadline := time.Now().Add(30 * time.Second)
+	for _, e := range append(layout.Services(), layout.Gateway) {
+		for !answers(ctx, layout.ProbeURL(e)+"/readyz") {
+			select {
+			case err := <-done:
+				cancel()
+				return nil, fmt.Errorf("the local platform stopped: %w", err)
+			case <-time.After(50 * time.Millisecond):
+			}
+			if time.Now().After(deadline) {
+				stop()
+				return nil, fmt.Errorf("%s was not ready at %s within 30s", e.Name, layout.ProbeURL(e))
+			}
+		}
+	}
+	return stop, nil
+}
+
+func answers(ctx context.Context, url string) bool {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return false
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
 }

@@ -7,12 +7,14 @@ import (
 
 	"github.com/shopmesh/shopmesh/services/internal/envconf"
 	"github.com/shopmesh/shopmesh/services/internal/jwtauth"
+	"github.com/shopmesh/shopmesh/services/internal/mtls"
 	"github.com/shopmesh/shopmesh/services/internal/web"
 )
 
 // Config is the gateway's configuration, read from the environment.
 type Config struct {
 	HTTP            web.Config
+	TLS             mtls.Config // as a client of the upstreams; its own port stays plain HTTP behind the load balancer
 	Auth            jwtauth.VerifyConfig
 	RoutesFile      string         // ROUTES_FILE: YAML route table; empty uses the built-in shop routes
 	UsersURL        string         // USERS_URL: upstream of the built-in routes
@@ -31,6 +33,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	r := envconf.New(getenv)
 	c := Config{
 		HTTP:            web.ReadConfig(r, ":8080"),
+		TLS:             mtls.ReadConfig(r, nil, ""),
 		Auth:            jwtauth.ReadVerifyConfig(r),
 		RoutesFile:      r.String("ROUTES_FILE", ""),
 		UsersURL:        r.String("USERS_URL", "http://127.0.0.1:8081"),
@@ -46,7 +49,11 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		if u, err := url.Parse(v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			r.Fail(key, "must be an http(s) URL, got %q", v)
 		}
+		if c.RoutesFile == "" { // the built-in routes use these
+			c.TLS.CheckURL(r, key, v)
+		}
 	}
+	c.TLS.CheckURL(r, "JWKS_URL", c.Auth.JWKSURL)
 	for _, s := range r.List("TRUSTED_PROXIES") {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {

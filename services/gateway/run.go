@@ -13,6 +13,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/shopmesh/shopmesh/services/internal/mtls"
 	"github.com/shopmesh/shopmesh/services/internal/web"
 )
 
@@ -45,24 +46,46 @@ func NewServer(_ context.Context, cfg Config, logger *slog.Logger) (*web.Server,
 		srv.Echo.IPExtractor = echo.ExtractIPFromXFFHeader(trust...)
 	}
 
+	dialer := &net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}
 	transport := &http.Transport{
 		Proxy:                 nil,
-		DialContext:           (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:           dialer.DialContext,
 		MaxIdleConns:          1024,
 		MaxIdleConnsPerHost:   256, // Go's default of 2 makes every burst dial anew
 		IdleConnTimeout:       90 * time.Second,
 		ResponseHeaderTimeout: cfg.UpstreamTimeout,
 		ForceAttemptHTTP2:     false,
 	}
-	var limiter Limiter = NewLocalLimiter(time.Now)
+	jwks := http.DefaultTransport.(*http.Transport)
 	release := transport.CloseIdleConnections
+	if cfg.TLS.Enabled() {
+		// The public port stays plain HTTP (TLS ends at the load balancer); mutual TLS is for
+		// the upstreams, each of which must prove the identity its route names.
+		material, stopTLS, err := mtls.Start(cfg.TLS, logger)
+		if err != nil {
+			return nil, nil, err
+		}
+		peers, err := table.upstreamPeers(material.Peer)
+		if err == nil {
+			jwks, err = material.Transport(jwks, "users")
+		}
+		if err != nil {
+			stopTLS()
+			return nil, nil, fmt.Errorf("routes: %w", err)
+		}
+		transport.DialTLSContext = material.DialTLS(peers, dialer)
+		release = func() { transport.CloseIdleConnections(); stopTLS() }
+		logger.Info("mTLS to upstreams", "identity", material.ID().String(), "upstreams", len(peers))
+	}
+	var limiter Limiter = NewLocalLimiter(time.Now)
 	if cfg.RedisURL != "" {
 		rl, err := NewRedisLimiter(cfg.RedisURL, cfg.FailOpen, limiter, srv.Registry, logger)
 		if err != nil {
 			return nil, nil, err
 		}
 		limiter = rl
-		release = func() { transport.CloseIdleConnections(); _ = rl.Close() }
+		prev := release
+		release = func() { prev(); _ = rl.Close() }
 		if !cfg.FailOpen { // without Redis this gateway refuses limited routes: not ready
 			srv.AddReadinessCheck("redis", rl.Ping)
 		}
@@ -70,7 +93,7 @@ func NewServer(_ context.Context, cfg Config, logger *slog.Logger) (*web.Server,
 	}
 	g := &Gateway{
 		table:     table,
-		verifier:  cfg.Auth.NewRemoteVerifier(&http.Client{Timeout: 5 * time.Second}),
+		verifier:  cfg.Auth.NewRemoteVerifier(&http.Client{Timeout: 5 * time.Second, Transport: jwks}),
 		limiter:   limiter,
 		apiKey:    cfg.APIKeyHeader,
 		metrics:   newMetrics(srv.Registry),

@@ -296,3 +296,21 @@ func TestPprofListenerIsSeparateAndOptIn(t *testing.T) {
 		t.Errorf("pprof on the public port = %d, want 404", r.Status)
 	}
 }
+
+func TestMTLSConfigNeedsHTTPSUpstreams(t *testing.T) {
+	_, err := LoadConfig(func(k string) string {
+		return map[string]string{"TLS_MODE": "mtls", "TLS_CERT_FILE": "c", "TLS_KEY_FILE": "k", "TLS_CA_FILE": "ca",
+			"ORDERS_URL": "https://orders", "USERS_URL": "http://users"}[k]
+	})
+	if err == nil {
+		t.Fatal("TLS_MODE=mtls accepted plain upstream URLs")
+	}
+	for _, name := range []string{"USERS_URL", "PRODUCTS_URL", "JWKS_URL"} {
+		if !strings.Contains(err.Error(), name) {
+			t.Errorf("error %q does not name %s", err, name)
+		}
+	}
+	if strings.Contains(err.Error(), "ORDERS_URL") {
+		t.Errorf("error %q names ORDERS_URL, which is https", err)
+	}
+}

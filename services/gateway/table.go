@@ -57,6 +57,9 @@ type Route struct {
 type Upstream struct {
 	URL    string `yaml:"url"`
 	Weight int    `yaml:"weight"`
+	// Identity is the workload identity an https upstream must present when the gateway runs
+	// with TLS_MODE=mtls: a service name in the gateway's namespace, or a SPIFFE ID.
+	Identity string `yaml:"identity"`
 
 	target *url.URL
 }
@@ -264,17 +267,19 @@ func hasPathPrefix(path, prefix string) bool {
 // plan's limit on POST /orders (100 requests/s, burst 20).
 func DefaultTable(usersURL, productsURL, ordersURL string) *Table {
 	one := func(u string) []Upstream { return []Upstream{{URL: u, Weight: 100}} }
+	users, products, orders := one(usersURL), one(productsURL), one(ordersURL)
+	users[0].Identity, products[0].Identity, orders[0].Identity = "users", "products", "orders"
 	t := &Table{
 		RateLimits: map[string]RateLimit{
 			"orders-create": {Rate: 100, Burst: 20},
 			"default":       {Rate: 50, Burst: 100},
 		},
 		Routes: []Route{
-			{Name: "jwks", Prefix: "/.well-known/jwks.json", Upstreams: one(usersURL), Auth: AuthNone},
-			{Name: "users", Prefix: "/users", Upstreams: one(usersURL), Auth: AuthOptional, RateLimit: "default"},
-			{Name: "products", Prefix: "/products", Upstreams: one(productsURL), Auth: AuthOptional, RateLimit: "default"},
-			{Name: "orders-create", Prefix: "/orders", Methods: []string{http.MethodPost}, Upstreams: one(ordersURL), Auth: AuthRequired, RateLimit: "orders-create"},
-			{Name: "orders", Prefix: "/orders", Upstreams: one(ordersURL), Auth: AuthRequired, RateLimit: "default"},
+			{Name: "jwks", Prefix: "/.well-known/jwks.json", Upstreams: users, Auth: AuthNone},
+			{Name: "users", Prefix: "/users", Upstreams: users, Auth: AuthOptional, RateLimit: "default"},
+			{Name: "products", Prefix: "/products", Upstreams: products, Auth: AuthOptional, RateLimit: "default"},
+			{Name: "orders-create", Prefix: "/orders", Methods: []string{http.MethodPost}, Upstreams: orders, Auth: AuthRequired, RateLimit: "orders-create"},
+			{Name: "orders", Prefix: "/orders", Upstreams: orders, Auth: AuthRequired, RateLimit: "default"},
 		},
 	}
 	if err := t.validate(); err != nil {

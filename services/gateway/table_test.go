@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/shopmesh/shopmesh/services/pki"
 )
 
 func TestParseTableErrorsNameLineAndReason(t *testing.T) {
@@ -149,6 +151,38 @@ func TestTraceparent(t *testing.T) {
 	for _, bad := range []string{"", "garbage", "00-00000000000000000000000000000000-00f067aa0ba902b7-01", "00-XYZ-1-01"} {
 		if got := childTraceparent(bad); len(got) != 55 || strings.Contains(got, "XYZ") {
 			t.Errorf("childTraceparent(%q) = %q, want a fresh trace", bad, got)
+		}
+	}
+}
+
+func TestUpstreamPeers(t *testing.T) {
+	resolve := func(s string) (pki.ID, error) { return pki.ID{Namespace: "shop", Service: s}, nil }
+	def := DefaultTable("https://127.0.0.1:9001", "https://products.shop", "http://orders")
+	peers, err := def.upstreamPeers(resolve)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"127.0.0.1:9001": "users", "products.shop:443": "products"}
+	if len(peers) != len(want) {
+		t.Errorf("peers = %v, want %v (plain http upstreams have none)", peers, want)
+	}
+	for addr, svc := range want {
+		if peers[addr].Service != svc {
+			t.Errorf("peer of %s = %v, want %s", addr, peers[addr], svc)
+		}
+	}
+
+	for name, tc := range map[string]struct{ file, want string }{
+		"https upstream without identity": {"routes:\n  - name: a\n    prefix: /a\n    upstreams:\n      - url: https://a:1\n", `line 2: route "a": upstream https://a:1 needs an identity`},
+		"one address, two identities": {"routes:\n  - name: a\n    prefix: /a\n    upstreams:\n      - {url: 'https://a:1', identity: a, weight: 1}\n      - {url: 'https://a:1/v2', identity: b, weight: 1}\n",
+			"named both spiffe://shopmesh/ns/shop/sa/a and spiffe://shopmesh/ns/shop/sa/b"},
+	} {
+		table, err := ParseTable([]byte(tc.file))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if _, err := table.upstreamPeers(resolve); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %q", name, err, tc.want)
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"math"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -39,7 +40,10 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-type shop struct{ users, products, orders, gateway string }
+type shop struct {
+	users, products, orders, gateway string
+	layout                           Layout
+}
 
 // startShop runs `shopmesh run` on free loopback ports until the test ends, and checks that
 // it then shuts down cleanly.
@@ -47,7 +51,13 @@ func startShop(t *testing.T, env map[string]string) shop {
 	t.Helper()
 	env["USERS_HTTP_ADDR"], env["PRODUCTS_HTTP_ADDR"], env["ORDERS_HTTP_ADDR"] = webtest.FreeAddr(t), webtest.FreeAddr(t), webtest.FreeAddr(t)
 	env["GATEWAY_HTTP_ADDR"] = webtest.FreeAddr(t)
+	env["USERS_HEALTH_ADDR"], env["PRODUCTS_HEALTH_ADDR"], env["ORDERS_HEALTH_ADDR"] = webtest.FreeAddr(t), webtest.FreeAddr(t), webtest.FreeAddr(t)
+	env["SHOPMESH_PKI_DIR"] = filepath.Join(t.TempDir(), "pki")
 	env["SHUTDOWN_TIMEOUT"] = "5s"
+	layout, err := ReadLayout(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
 	logs := &lockedBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -69,9 +79,9 @@ func startShop(t *testing.T, env map[string]string) shop {
 			t.Error("shopmesh run did not stop within 10s of cancel")
 		}
 	})
-	s := shop{"http://" + env["USERS_HTTP_ADDR"], "http://" + env["PRODUCTS_HTTP_ADDR"], "http://" + env["ORDERS_HTTP_ADDR"], "http://" + env["GATEWAY_HTTP_ADDR"]}
-	for _, base := range []string{s.users, s.products, s.orders, s.gateway} {
-		waitReady(t, base, done, logs)
+	s := shop{layout.URL(layout.Users), layout.URL(layout.Products), layout.URL(layout.Orders), "http://" + layout.Gateway.Addr, layout}
+	for _, e := range append(layout.Services(), layout.Gateway) {
+		waitReady(t, layout.ProbeURL(e), done, logs)
 	}
 	return s
 }
@@ -97,16 +107,17 @@ func waitReady(t *testing.T, base string, done chan error, logs *lockedBuffer) {
 	t.Fatalf("%s not ready in 15s\nlogs:\n%s", base, logs)
 }
 
-// storageModes runs test against in-memory storage and against PostgreSQL.
+// storageModes runs test against in-memory storage and against PostgreSQL. These tests call
+// the services directly, so the services talk plain HTTP; the gateway tests keep mutual TLS.
 func storageModes(t *testing.T, test func(t *testing.T, env map[string]string)) {
-	t.Run("memory", func(t *testing.T) { test(t, map[string]string{}) })
+	t.Run("memory", func(t *testing.T) { test(t, map[string]string{"TLS_MODE": "off"}) })
 	t.Run("postgres", func(t *testing.T) {
 		url, schema := pgtest.Schema(t)
 		_, s2 := pgtest.Schema(t)
 		_, s3 := pgtest.Schema(t)
 		test(t, map[string]string{"DATABASE_URL": url, "USERS_DATABASE_SCHEMA": schema,
 			"PRODUCTS_DATABASE_SCHEMA": s2, "ORDERS_DATABASE_SCHEMA": s3,
-			"ADMIN_EMAIL": "admin@example.com", "ADMIN_PASSWORD": "admin-password"})
+			"ADMIN_EMAIL": "admin@example.com", "ADMIN_PASSWORD": "admin-password", "TLS_MODE": "off"})
 	})
 }
 
@@ -350,5 +361,53 @@ func TestRateLimitScenario(t *testing.T) {
 	ideal := overload.Ideal(o.LimitRate, o.LimitBurst)
 	if d := overload.Accepted() - ideal; d < -3 || d > 3 || overload.Other+overload.Failed != 0 || overload.MissingRetryAfter != 0 {
 		t.Errorf("overload phase: %+v; accepted %d, ideal %d", overload, overload.Accepted(), ideal)
+	}
+}
+
+func mtlsOptions(l Layout) scenario.MTLSOptions {
+	o := scenario.MTLSOptions{Gateway: "http://" + l.Gateway.Addr, PKIDir: l.PKIDir, Namespace: Namespace}
+	for _, e := range l.Services() {
+		o.Services = append(o.Services, scenario.Workload{Name: e.Name, Addr: e.Addr, Health: e.Health})
+	}
+	return o
+}
+
+// TestMTLSScenario: the whole shop with mutual TLS; the journey's hops are seen and every
+// refusal happens the way the scenario expects.
+func TestMTLSScenario(t *testing.T) {
+	s := startShop(t, map[string]string{})
+	var out bytes.Buffer
+	err := scenario.MTLS(context.Background(), mtlsOptions(s.layout), &out)
+	t.Logf("\n%s", out.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"users     spiffe://shopmesh/ns/shop/sa/users     gateway, orders, products",
+		"gateway→orders", "orders→products",
+		"no client certificate", "products counted no_client_certificate",
+		"certificate from another CA", "products counted unknown_ca",
+		"expired certificate", "products counted expired",
+		"403 identity spiffe://shopmesh/ns/shop/sa/products is not allowed to call orders",
+		"server identity is spiffe://shopmesh/ns/shop/sa/users, want spiffe://shopmesh/ns/shop/sa/products",
+		"all expectations met",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	if strings.Contains(out.String(), "FAIL") {
+		t.Error("a line failed")
+	}
+}
+
+// TestMTLSScenarioFailsOnAWideAllowList: with products allowed to call orders, the scenario's
+// 403 expectation fails and so does the command.
+func TestMTLSScenarioFailsOnAWideAllowList(t *testing.T) {
+	s := startShop(t, map[string]string{"ORDERS_TLS_ALLOWED_CALLERS": "gateway,products"})
+	var out bytes.Buffer
+	err := scenario.MTLS(context.Background(), mtlsOptions(s.layout), &out)
+	if err == nil || !strings.Contains(out.String(), "FAIL  identity not on the allow-list") {
+		t.Fatalf("err = %v, want a failed expectation; report:\n%s", err, out.String())
 	}
 }

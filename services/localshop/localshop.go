@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/shopmesh/shopmesh/services/gateway"
 	"github.com/shopmesh/shopmesh/services/orders"
+	"github.com/shopmesh/shopmesh/services/pki"
 	"github.com/shopmesh/shopmesh/services/products"
 	"github.com/shopmesh/shopmesh/services/users"
 )
@@ -27,15 +29,15 @@ const (
 )
 
 type service struct {
-	name   string
-	prefix string // USERS_, PRODUCTS_, ORDERS_: per-service overrides
-	addr   string
+	Endpoint
+	prefix string // USERS_, PRODUCTS_, ORDERS_, GATEWAY_: per-service overrides
 	run    func(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error
 }
 
-// Run starts the three services in this process, each with its own configuration, and stops
-// them all when ctx is done or any of them fails. Variables prefixed USERS_, PRODUCTS_ or
-// ORDERS_ apply to that service only.
+// Run starts the gateway and the three services in this process, each with its own
+// configuration, and stops them all when ctx is done or any of them fails. Variables prefixed
+// GATEWAY_, USERS_, PRODUCTS_ or ORDERS_ apply to that service only. Between them, the
+// services talk mutual TLS with certificates from a local CA unless TLS_MODE=off.
 func Run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("shopmesh run", flag.ContinueOnError)
 	fs.SetOutput(stdout)
@@ -45,26 +47,27 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if fs.NArg() > 0 {
 		return fmt.Errorf("shopmesh run takes no arguments, got %q", fs.Args())
 	}
-
+	l, err := ReadLayout(getenv)
+	if err != nil {
+		return err
+	}
 	svcs := []*service{
-		{name: "users", prefix: "USERS_", run: users.Run},
-		{name: "products", prefix: "PRODUCTS_", run: products.Run},
-		{name: "orders", prefix: "ORDERS_", run: orders.Run},
-		{name: "gateway", prefix: "GATEWAY_", run: gateway.Run},
+		{Endpoint: l.Users, prefix: "USERS_", run: users.Run},
+		{Endpoint: l.Products, prefix: "PRODUCTS_", run: products.Run},
+		{Endpoint: l.Orders, prefix: "ORDERS_", run: orders.Run},
+		{Endpoint: l.Gateway, prefix: "GATEWAY_", run: gateway.Run},
 	}
-	defaults := map[string]string{"users": "127.0.0.1:8081", "products": "127.0.0.1:8082", "orders": "127.0.0.1:8083", "gateway": "127.0.0.1:8080"}
-	for _, s := range svcs {
-		s.addr = lookup(getenv, s.prefix, "HTTP_ADDR", defaults[s.name])
-	}
-	usersURL, productsURL, ordersURL, gatewayURL := "http://"+svcs[0].addr, "http://"+svcs[1].addr, "http://"+svcs[2].addr, "http://"+svcs[3].addr
-
+	usersURL, productsURL, ordersURL := l.URL(l.Users), l.URL(l.Products), l.URL(l.Orders)
+	jwks := usersURL + "/.well-known/jwks.json"
 	local := map[string]map[string]string{
-		"users":    {"HTTP_ADDR": svcs[0].addr},
-		"products": {"HTTP_ADDR": svcs[1].addr, "JWKS_URL": usersURL + "/.well-known/jwks.json"},
-		"orders": {"HTTP_ADDR": svcs[2].addr, "JWKS_URL": usersURL + "/.well-known/jwks.json",
-			"PRODUCTS_URL": productsURL},
-		"gateway": {"HTTP_ADDR": svcs[3].addr, "JWKS_URL": usersURL + "/.well-known/jwks.json",
-			"USERS_URL": usersURL, "PRODUCTS_URL": productsURL, "ORDERS_URL": ordersURL},
+		"users":    {},
+		"products": {"JWKS_URL": jwks},
+		"orders":   {"JWKS_URL": jwks, "PRODUCTS_URL": productsURL},
+		"gateway":  {"JWKS_URL": jwks, "USERS_URL": usersURL, "PRODUCTS_URL": productsURL, "ORDERS_URL": ordersURL},
+	}
+	for _, s := range svcs {
+		maps.Copy(local[s.Name], l.tlsEnv(s.Endpoint))
+		local[s.Name]["HTTP_ADDR"] = s.Addr
 	}
 	adminNote := "set ADMIN_EMAIL and ADMIN_PASSWORD to create an admin account"
 	if getenv("DATABASE_URL") == "" && getenv("ADMIN_EMAIL") == "" && getenv("USERS_ADMIN_EMAIL") == "" {
@@ -79,26 +82,54 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		mu   sync.Mutex
 		errs []error
 	)
+	tlsNote := "off (TLS_MODE=off): plain HTTP between services"
+	if l.TLS {
+		ca, err := l.ProvisionCerts(time.Now())
+		if err != nil {
+			return fmt.Errorf("local certificates (SHOPMESH_PKI_DIR): %w", err)
+		}
+		tlsNote = fmt.Sprintf("mutual TLS between services; CA %s (SHA-256 %s…), certificates renewed every %gh",
+			l.CAFile(), pki.Fingerprint(ca.Cert)[:23], (CertTTL / 3).Hours())
+		wg.Add(1)
+		go func() { defer wg.Done(); renewCerts(ctx, l, stdout) }()
+	}
 	for _, s := range svcs {
-		env := serviceEnv(getenv, s.prefix, local[s.name])
+		env := serviceEnv(getenv, s.prefix, local[s.Name])
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := s.run(ctx, []string{s.name}, env, stdout); err != nil {
+			if err := s.run(ctx, []string{s.Name}, env, stdout); err != nil {
 				mu.Lock()
-				errs = append(errs, fmt.Errorf("%s: %w", s.name, err))
+				errs = append(errs, fmt.Errorf("%s: %w", s.Name, err))
 				mu.Unlock()
 				cancel() // one service down takes the shop down, loudly
 			}
 		}()
 	}
 
-	if err := waitHealthy(ctx, svcs); err == nil {
-		fmt.Fprintf(stdout, "\nshopmesh is up:\n  gateway:  %s  (the way in: /users, /products, /orders)\n  users:    %s\n  products: %s\n  orders:   %s\n  admin:    %s\n  try:      curl %s/products\n  stop:     Ctrl-C\n\n",
-			gatewayURL, usersURL, productsURL, ordersURL, adminNote, gatewayURL)
+	if err := waitHealthy(ctx, l); err == nil {
+		fmt.Fprintf(stdout, "\nshopmesh is up:\n  gateway:  http://%s  (the way in: /users, /products, /orders)\n  users:    %s\n  products: %s\n  orders:   %s\n  mTLS:     %s\n  admin:    %s\n  try:      curl http://%s/products\n  stop:     Ctrl-C\n\n",
+			l.Gateway.Addr, usersURL, productsURL, ordersURL, tlsNote, adminNote, l.Gateway.Addr)
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// renewCerts re-issues the workload certificates every CertTTL/3 until ctx is done; the
+// services reload the files within seconds, without a restart.
+func renewCerts(ctx context.Context, l Layout, stdout io.Writer) {
+	t := time.NewTicker(CertTTL / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := l.ProvisionCerts(time.Now()); err != nil {
+				fmt.Fprintf(stdout, "renewing the local certificates failed (the current ones stay in use): %v\n", err)
+			}
+		}
+	}
 }
 
 // lookup returns PREFIX+key, else key, else def.
@@ -106,7 +137,7 @@ func lookup(getenv func(string) string, prefix, key, def string) string {
 	if v := getenv(prefix + key); v != "" {
 		return v
 	}
-	if v := getenv(key); v != "" && key != "HTTP_ADDR" { // a shared HTTP_ADDR would collide
+	if v := getenv(key); v != "" && key != "HTTP_ADDR" && key != "HEALTH_ADDR" { // shared addresses would collide
 		return v
 	}
 	return def
@@ -122,7 +153,7 @@ func serviceEnv(getenv func(string) string, prefix string, local map[string]stri
 		if v, ok := local[key]; ok {
 			return v
 		}
-		if key == "HTTP_ADDR" || strings.HasPrefix(key, "DATABASE_SCHEMA") {
+		if key == "HTTP_ADDR" || key == "HEALTH_ADDR" || strings.HasPrefix(key, "DATABASE_SCHEMA") {
 			return "" // each service has its own
 		}
 		return getenv(key)
@@ -130,15 +161,15 @@ func serviceEnv(getenv func(string) string, prefix string, local map[string]stri
 }
 
 // waitHealthy polls every service's /healthz until all answer or ctx ends.
-func waitHealthy(ctx context.Context, svcs []*service) error {
+func waitHealthy(ctx context.Context, l Layout) error {
 	client := &http.Client{Timeout: time.Second}
 	deadline := time.Now().Add(30 * time.Second)
-	for _, s := range svcs {
+	for _, e := range append(l.Services(), l.Gateway) {
 		for {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			resp, err := client.Get("http://" + s.addr + "/healthz")
+			resp, err := client.Get(l.ProbeURL(e) + "/healthz")
 			if err == nil {
 				resp.Body.Close()
 				if resp.StatusCode == http.StatusOK {
@@ -146,7 +177,7 @@ func waitHealthy(ctx context.Context, svcs []*service) error {
 				}
 			}
 			if time.Now().After(deadline) {
-				return fmt.Errorf("%s did not become healthy at %s", s.name, s.addr)
+				return fmt.Errorf("%s did not become healthy at %s", e.Name, e.Addr)
 			}
 			select {
 			case <-ctx.Done():

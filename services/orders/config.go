@@ -6,13 +6,16 @@ import (
 
 	"github.com/shopmesh/shopmesh/services/internal/envconf"
 	"github.com/shopmesh/shopmesh/services/internal/jwtauth"
+	"github.com/shopmesh/shopmesh/services/internal/mtls"
 	"github.com/shopmesh/shopmesh/services/internal/pgdb"
 	"github.com/shopmesh/shopmesh/services/internal/web"
+	"github.com/shopmesh/shopmesh/services/pki"
 )
 
 // Config is the orders service's configuration, read from the environment.
 type Config struct {
 	HTTP            web.Config
+	TLS             mtls.Config
 	Auth            jwtauth.VerifyConfig
 	Database        pgdb.Config
 	ProductsURL     string        // PRODUCTS_URL: base URL of the products service
@@ -24,6 +27,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	r := envconf.New(getenv)
 	c := Config{
 		HTTP:            web.ReadConfig(r, ":8083"),
+		TLS:             mtls.ReadConfig(r, pki.AllowedCallers("orders"), ":9083"),
 		Auth:            jwtauth.ReadVerifyConfig(r),
 		Database:        pgdb.ReadConfig(r, "orders"),
 		ProductsURL:     r.String("PRODUCTS_URL", "http://127.0.0.1:8082"),
@@ -32,5 +36,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	if u, err := url.Parse(c.ProductsURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		r.Fail("PRODUCTS_URL", "must be an http(s) URL, got %q", c.ProductsURL)
 	}
+	c.TLS.CheckURL(r, "JWKS_URL", c.Auth.JWKSURL)
+	c.TLS.CheckURL(r, "PRODUCTS_URL", c.ProductsURL)
 	return c, r.Err()
 }

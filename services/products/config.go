@@ -3,13 +3,16 @@ package products
 import (
 	"github.com/shopmesh/shopmesh/services/internal/envconf"
 	"github.com/shopmesh/shopmesh/services/internal/jwtauth"
+	"github.com/shopmesh/shopmesh/services/internal/mtls"
 	"github.com/shopmesh/shopmesh/services/internal/pgdb"
 	"github.com/shopmesh/shopmesh/services/internal/web"
+	"github.com/shopmesh/shopmesh/services/pki"
 )
 
 // Config is the products service's configuration, read from the environment.
 type Config struct {
 	HTTP     web.Config
+	TLS      mtls.Config
 	Auth     jwtauth.VerifyConfig
 	Database pgdb.Config
 	SeedDemo bool // SEED_DEMO_CATALOG: add the demo catalog at start (idempotent)
@@ -20,9 +23,11 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	r := envconf.New(getenv)
 	c := Config{
 		HTTP:     web.ReadConfig(r, ":8082"),
+		TLS:      mtls.ReadConfig(r, pki.AllowedCallers("products"), ":9082"),
 		Auth:     jwtauth.ReadVerifyConfig(r),
 		Database: pgdb.ReadConfig(r, "products"),
 		SeedDemo: r.Bool("SEED_DEMO_CATALOG", true),
 	}
+	c.TLS.CheckURL(r, "JWKS_URL", c.Auth.JWKSURL)
 	return c, r.Err()
 }

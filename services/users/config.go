@@ -4,13 +4,16 @@ import (
 	"time"
 
 	"github.com/shopmesh/shopmesh/services/internal/envconf"
+	"github.com/shopmesh/shopmesh/services/internal/mtls"
 	"github.com/shopmesh/shopmesh/services/internal/pgdb"
 	"github.com/shopmesh/shopmesh/services/internal/web"
+	"github.com/shopmesh/shopmesh/services/pki"
 )
 
 // Config is the users service's configuration, read from the environment.
 type Config struct {
 	HTTP           web.Config
+	TLS            mtls.Config
 	Database       pgdb.Config
 	SigningKeyFile string        // JWT_SIGNING_KEY_FILE: Ed25519 PKCS #8 PEM; empty generates one
 	ExtraKeyFiles  []string      // JWT_EXTRA_PUBLIC_KEY_FILES: more public keys to publish (rotation)
@@ -26,6 +29,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	r := envconf.New(getenv)
 	c := Config{
 		HTTP:           web.ReadConfig(r, ":8081"),
+		TLS:            mtls.ReadConfig(r, pki.AllowedCallers("users"), ":9081"),
 		Database:       pgdb.ReadConfig(r, "users"),
 		SigningKeyFile: r.String("JWT_SIGNING_KEY_FILE", ""),
 		ExtraKeyFiles:  r.List("JWT_EXTRA_PUBLIC_KEY_FILES"),

@@ -26,11 +26,17 @@ func NewServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Serve
 		return nil, nil, err
 	}
 	srv := web.New(cfg.HTTP, logger)
-	store, closeFn, err := pgdb.OpenStore(ctx, cfg.Database, Migrations(), srv, logger,
-		func() Store { return NewMemoryStore() }, func(p *pgxpool.Pool) Store { return NewPostgresStore(p) })
+	_, stopTLS, err := srv.EnableMTLS(cfg.TLS)
 	if err != nil {
 		return nil, nil, err
 	}
+	store, closeStore, err := pgdb.OpenStore(ctx, cfg.Database, Migrations(), srv, logger,
+		func() Store { return NewMemoryStore() }, func(p *pgxpool.Pool) Store { return NewPostgresStore(p) })
+	if err != nil {
+		stopTLS()
+		return nil, nil, err
+	}
+	closeFn := func() { closeStore(); stopTLS() }
 	svc, err := NewService(store, signer)
 	if err != nil {
 		closeFn()

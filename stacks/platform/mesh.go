@@ -7,6 +7,8 @@ import (
 	helmv3 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/helm/v3"
 	metav1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/meta/v1"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+
+	"github.com/shopmesh/shopmesh/services/pki"
 )
 
 // Mesh is Istio (AWS App Mesh reached end of support on 2026-09-30): the control plane from
@@ -28,12 +30,13 @@ type MeshArgs struct {
 
 // Callers lists, for each service, the workloads allowed to call it. The gateway is the entry
 // point: it admits traffic from the NLB and forwards to the three services; orders asks
-// products and users; products fetches the users JWKS to verify admin tokens.
+// products and users; products fetches the users JWKS to verify admin tokens. The list is the
+// one the services enforce themselves when they run their own mTLS (pki.AllowedCallers).
 var Callers = map[string][]string{
 	"gateway":  nil, // reached from outside the mesh; see the port-level exception below
-	"users":    {"gateway", "orders", "products"},
-	"products": {"gateway", "orders"},
-	"orders":   {"gateway"},
+	"users":    pki.AllowedCallers("users"),
+	"products": pki.AllowedCallers("products"),
+	"orders":   pki.AllowedCallers("orders"),
 }
 
 // ContainerPort is the port every service listens on in the cluster.

@@ -143,6 +143,9 @@ func serviceEnv(cfg Config, ns, svc string) pulumi.StringMap {
 		"JWT_ISSUER":   pulumi.String("shopmesh-users"),
 		"JWT_AUDIENCE": pulumi.String("shopmesh"),
 		"JWKS_URL":     pulumi.String(in("users") + "/.well-known/jwks.json"),
+		// Istio's sidecars do mutual TLS and identity checks in the cluster; the services' own
+		// mTLS is for everywhere else.
+		"TLS_MODE": pulumi.String("off"),
 	}
 	if dataServices[svc] {
 		env["DATABASE_SCHEMA"] = pulumi.String(svc)

@@ -4,12 +4,17 @@
 package mtls
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,16 +35,21 @@ type Config struct {
 	KeyFile  string   // TLS_KEY_FILE: its key
 	CAFile   string   // TLS_CA_FILE: the platform CA (several may be concatenated during rotation)
 	Allowed  []string // TLS_ALLOWED_CALLERS: service names in this namespace allowed to call
+	// HEALTH_ADDR: plain-HTTP listener for /healthz, /readyz and /metrics while the main port
+	// requires client certificates (kubelet and Prometheus have none).
+	HealthAddr string
 }
 
-// ReadConfig reads the TLS settings; allowed is the service's default allow-list.
-func ReadConfig(r *envconf.Reader, allowed []string) Config {
+// ReadConfig reads the TLS settings; allowed is the service's default allow-list and
+// healthAddr the default of HEALTH_ADDR.
+func ReadConfig(r *envconf.Reader, allowed []string, healthAddr string) Config {
 	c := Config{
-		Mode:     r.String("TLS_MODE", ModeOff),
-		CertFile: r.String("TLS_CERT_FILE", ""),
-		KeyFile:  r.String("TLS_KEY_FILE", ""),
-		CAFile:   r.String("TLS_CA_FILE", ""),
-		Allowed:  allowed,
+		Mode:       r.String("TLS_MODE", ModeOff),
+		CertFile:   r.String("TLS_CERT_FILE", ""),
+		KeyFile:    r.String("TLS_KEY_FILE", ""),
+		CAFile:     r.String("TLS_CA_FILE", ""),
+		Allowed:    allowed,
+		HealthAddr: r.String("HEALTH_ADDR", healthAddr),
 	}
 	if list := r.List("TLS_ALLOWED_CALLERS"); len(list) > 0 {
 		c.Allowed = list
@@ -55,7 +65,39 @@ func ReadConfig(r *envconf.Reader, allowed []string) Config {
 	default:
 		r.Fail("TLS_MODE", "must be off or mtls, got %q", c.Mode)
 	}
+	for _, a := range c.Allowed {
+		if _, err := resolve(pki.ID{Namespace: "shop"}, a); err != nil {
+			r.Fail("TLS_ALLOWED_CALLERS", "%v", err)
+		}
+	}
 	return c
+}
+
+// Enabled reports whether the service does mutual TLS itself.
+func (c Config) Enabled() bool { return c.Mode == ModeMTLS }
+
+// CheckURL fails key unless its URL uses https while mutual TLS is on: a plain request to a
+// peer that requires TLS would only fail later, less clearly.
+func (c Config) CheckURL(r *envconf.Reader, key, raw string) {
+	if u, err := url.Parse(raw); c.Enabled() && err == nil && u.Scheme != "https" {
+		r.Fail(key, "must be an https:// URL when TLS_MODE=mtls, got %q", raw)
+	}
+}
+
+// resolve turns a service name (in self's namespace) or a full SPIFFE ID into an identity.
+func resolve(self pki.ID, nameOrID string) (pki.ID, error) {
+	if strings.HasPrefix(nameOrID, "spiffe://") {
+		u, err := url.Parse(nameOrID)
+		if err != nil {
+			return pki.ID{}, fmt.Errorf("%q is not a SPIFFE ID: %w", nameOrID, err)
+		}
+		return pki.ParseID(u)
+	}
+	id := pki.ID{Namespace: self.Namespace, Service: nameOrID}
+	if err := id.Validate(); err != nil {
+		return pki.ID{}, fmt.Errorf("%q is neither a service name nor a spiffe://shopmesh/ns/<namespace>/sa/<service> ID: %w", nameOrID, err)
+	}
+	return id, nil
 }
 
 // Material is the current certificate, key and CA pool, reloaded when the files change, so
@@ -79,6 +121,21 @@ func Load(cfg Config, logger *slog.Logger) (*Material, error) {
 	}
 	return m, nil
 }
+
+// Start loads the material and reloads it when its files change, until stop is called.
+func Start(cfg Config, logger *slog.Logger) (m *Material, stop func(), err error) {
+	m, err = Load(cfg, logger)
+	if err != nil {
+		return nil, nil, err
+	}
+	done := make(chan struct{})
+	go m.Watch(done, 2*time.Second)
+	var once sync.Once
+	return m, func() { once.Do(func() { close(done) }) }, nil
+}
+
+// Peer resolves a service name in this workload's namespace, or a full SPIFFE ID.
+func (m *Material) Peer(nameOrID string) (pki.ID, error) { return resolve(m.ID(), nameOrID) }
 
 // ID is this workload's identity, from its certificate.
 func (m *Material) ID() pki.ID {
@@ -214,5 +271,34 @@ func (m *Material) ClientConfig(want pki.ID) *tls.Config {
 			}
 			return nil
 		},
+	}
+}
+
+// Transport returns base for a client of the workload peer (a service name or SPIFFE ID):
+// with m nil (TLS_MODE=off), base unchanged; otherwise a copy that presents this workload's
+// certificate and requires peer's identity from the server.
+func (m *Material) Transport(base *http.Transport, peer string) (*http.Transport, error) {
+	if m == nil {
+		return base, nil
+	}
+	want, err := m.Peer(peer)
+	if err != nil {
+		return nil, err
+	}
+	t := base.Clone()
+	t.TLSClientConfig = m.ClientConfig(want)
+	return t, nil
+}
+
+// DialTLS dials a TLS connection that must reach the identity peers lists for its address
+// ("host:port"), for a transport whose upstreams are different workloads (the gateway's).
+func (m *Material) DialTLS(peers map[string]pki.ID, dialer *net.Dialer) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		want, ok := peers[addr]
+		if !ok {
+			return nil, fmt.Errorf("no workload identity is configured for upstream %s", addr)
+		}
+		d := &tls.Dialer{NetDialer: dialer, Config: m.ClientConfig(want)}
+		return d.DialContext(ctx, network, addr)
 	}
 }

@@ -26,26 +26,53 @@ type mtlsState struct {
 	handshakes *prometheus.CounterVec
 }
 
+// EnableMTLS serves mutual TLS with the material cfg names when cfg.Mode is mtls, admitting
+// only cfg.Allowed; with TLS off it does nothing and returns a nil material. Call stop when
+// the server is done, to stop watching the files.
+func (s *Server) EnableMTLS(cfg mtls.Config) (m *mtls.Material, stop func(), err error) {
+	if !cfg.Enabled() {
+		return nil, func() {}, nil
+	}
+	m, stop, err = mtls.Start(cfg, s.logger)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := s.UseMTLS(m, cfg.Allowed, cfg.HealthAddr); err != nil {
+		stop()
+		return nil, nil, err
+	}
+	return m, stop, nil
+}
+
 // UseMTLS makes the server terminate mutual TLS with material and admit only the callers in
-// allowed (service names in its own namespace). /healthz and /readyz are also served in plain
-// HTTP on healthAddr, for the orchestrator's probes.
-func (s *Server) UseMTLS(material *mtls.Material, allowed []string, healthAddr string) {
+// allowed (service names in its own namespace, or SPIFFE IDs). /healthz, /readyz and /metrics
+// are also served in plain HTTP on healthAddr, for the orchestrator's probes and scrapers.
+func (s *Server) UseMTLS(material *mtls.Material, allowed []string, healthAddr string) error {
 	self := material.ID()
 	admit := map[string]bool{}
+	var names []string
 	for _, a := range allowed {
-		if strings.HasPrefix(a, "spiffe://") {
-			admit[a] = true
-		} else {
-			admit[pki.ID{Namespace: self.Namespace, Service: a}.String()] = true
+		id, err := material.Peer(a)
+		if err != nil {
+			return fmt.Errorf("TLS_ALLOWED_CALLERS: %w", err)
 		}
+		admit[id.String()] = true
+		names = append(names, id.String())
 	}
 	denied := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "mtls_denied_total", Help: "Requests refused with 403 because the caller's identity is not allowed, by identity.",
 	}, []string{"peer"})
+	admitted := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "mtls_requests_total", Help: "Requests from callers whose certificate and identity were verified, by identity.",
+	}, []string{"peer"})
 	handshakes := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tls_handshake_failures_total", Help: "Failed TLS handshakes, by reason.",
 	}, []string{"reason"})
-	s.Registry.MustRegister(denied, handshakes)
+	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "mtls_info", Help: "This workload's identity and the identities allowed to call it (comma-separated); always 1.",
+	}, []string{"identity", "allowed"})
+	info.WithLabelValues(self.String(), strings.Join(names, ",")).Set(1)
+	s.Registry.MustRegister(denied, admitted, handshakes, info)
 	s.mtls = &mtlsState{material: material, healthAddr: healthAddr, handshakes: handshakes}
 
 	s.Echo.Use(func(next echo.HandlerFunc) echo.HandlerFunc {
@@ -67,11 +94,16 @@ func (s *Server) UseMTLS(material *mtls.Material, allowed []string, healthAddr s
 				s.logger.Warn("caller refused", "peer", id.String(), "reason", "not on the allow-list of "+self.Service)
 				return fault.New(fault.ErrForbidden, fmt.Sprintf("identity %s is not allowed to call %s", id, self.Service))
 			}
-			c.Set("peer", id)
+			admitted.WithLabelValues(id.String()).Inc()
+			c.Set(PeerKey, id)
 			return next(c)
 		}
 	})
+	return nil
 }
+
+// PeerKey is the echo context key of the caller's verified pki.ID under mutual TLS.
+const PeerKey = "mtls.peer"
 
 // serveMTLS wraps ln in TLS, serves health probes in plain HTTP, and reloads the material.
 func (s *Server) serveMTLS(ctx context.Context, srv *http.Server, ln net.Listener) (net.Listener, func(), error) {
@@ -80,19 +112,16 @@ func (s *Server) serveMTLS(ctx context.Context, srv *http.Server, ln net.Listene
 		return nil, nil, fmt.Errorf("listen on %s (HEALTH_ADDR): %w", s.mtls.healthAddr, err)
 	}
 	health := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/healthz" && r.URL.Path != "/readyz" {
+		if r.URL.Path != "/healthz" && r.URL.Path != "/readyz" && r.URL.Path != "/metrics" {
 			http.NotFound(w, r)
 			return
 		}
 		s.Echo.ServeHTTP(w, r)
 	})}
 	go func() { _ = health.Serve(hl) }()
-	stop := make(chan struct{})
-	go s.mtls.material.Watch(stop, 2*time.Second)
 	srv.ErrorLog = slog.NewLogLogger(handshakeCounter{s.mtls.handshakes, s.logger.Handler()}, slog.LevelWarn)
 	s.logger.Info("mTLS on", "identity", s.mtls.material.ID().String(), "health_addr", hl.Addr().String())
 	return tls.NewListener(ln, s.mtls.material.ServerConfig()), func() {
-		close(stop)
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 		defer cancel()
 		_ = health.Shutdown(sctx)

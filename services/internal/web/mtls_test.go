@@ -34,10 +34,11 @@ func issue(t *testing.T, ca *pki.CA, dir, svc string, notBefore time.Time, ttl t
 
 func material(t *testing.T, w workload, caFile string) *mtls.Material {
 	t.Helper()
-	m, err := mtls.Load(mtls.Config{Mode: mtls.ModeMTLS, CertFile: w.cert, KeyFile: w.key, CAFile: caFile}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	m, stop, err := mtls.Start(mtls.Config{Mode: mtls.ModeMTLS, CertFile: w.cert, KeyFile: w.key, CAFile: caFile}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(stop)
 	return m
 }
 
@@ -48,7 +49,9 @@ func startMTLS(t *testing.T, server *mtls.Material, allowed ...string) (addr, he
 	s := web.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	s.Echo.GET("/products", func(c echo.Context) error { return c.String(http.StatusOK, "catalog") })
 	health = webtest.FreeAddr(t)
-	s.UseMTLS(server, allowed, health)
+	if err := s.UseMTLS(server, allowed, health); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.ListenAndServe(ctx) }()
@@ -120,6 +123,11 @@ func TestMutualTLS(t *testing.T) {
 
 	if status, _, err := get(nil, "http://"+health+"/healthz"); err != nil || status != 200 {
 		t.Errorf("plain health probe = %d %v", status, err)
+	}
+	if status, metrics, _ := get(nil, "http://"+health+"/metrics"); status != 200 ||
+		!strings.Contains(metrics, `mtls_requests_total{peer="spiffe://shopmesh/ns/shop/sa/orders"}`) ||
+		!strings.Contains(metrics, `mtls_info{allowed="spiffe://shopmesh/ns/shop/sa/orders,spiffe://shopmesh/ns/shop/sa/gateway",identity="spiffe://shopmesh/ns/shop/sa/products"} 1`) {
+		t.Errorf("plain /metrics = %d, lacking admitted requests by peer or the identity info:\n%s", status, grep(metrics, "mtls_"))
 	}
 	if status, _, _ := get(nil, "http://"+health+"/products"); status != 404 {
 		t.Errorf("plain health port serves /products: %d", status)

@@ -203,6 +203,9 @@ func requestLogger(logger *slog.Logger) echo.MiddlewareFunc {
 				slog.Duration("latency", v.Latency),
 				slog.String("remote_ip", v.RemoteIP),
 			}
+			if peer, ok := c.Get(PeerKey).(fmt.Stringer); ok {
+				attrs = append(attrs, slog.String("peer", peer.String()))
+			}
 			if v.Error != nil {
 				attrs = append(attrs, slog.String("error", v.Error.Error()))
 			}
