@@ -9,6 +9,7 @@ DURATION=${DURATION:-10s}   # per wrk run
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
 RATE=${RATE:-2000}          # fixed-rate latency runs
+ROUNDS=${ROUNDS:-3}         # throughput rounds; the three targets alternate within each
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
@@ -20,11 +21,12 @@ if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
 fi
 
 echo "bench: building"
-go build -o "$work/" ./bench/upstream ./bench/load ./cmd/gateway ./cmd/users
+go build -o "$work/" ./bench/upstream ./bench/load ./bench/plainproxy ./cmd/gateway ./cmd/users
 
 wait_for() { for _ in $(seq 1 100); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "bench: $1 never answered"; exit 1; }
 
 "$work/upstream" -addr 127.0.0.1:9001 & pids+=($!)
+"$work/plainproxy" -addr 127.0.0.1:9005 -upstream http://127.0.0.1:9001 2>/dev/null & pids+=($!)
 HTTP_ADDR=127.0.0.1:9004 LOG_LEVEL=warn "$work/users" >/dev/null & pids+=($!)
 
 cat > "$work/nginx.conf" <<NGINX
@@ -56,7 +58,7 @@ ROUTES
 HTTP_ADDR=127.0.0.1:9003 LOG_LEVEL=warn ROUTES_FILE="$work/routes.yaml" \
   JWKS_URL=http://127.0.0.1:9004/.well-known/jwks.json "$work/gateway" >/dev/null & pids+=($!)
 
-wait_for http://127.0.0.1:9001/ ; wait_for http://127.0.0.1:9002/ ; wait_for http://127.0.0.1:9003/healthz ; wait_for http://127.0.0.1:9004/healthz
+wait_for http://127.0.0.1:9001/ ; wait_for http://127.0.0.1:9002/ ; wait_for http://127.0.0.1:9005/ ; wait_for http://127.0.0.1:9003/healthz ; wait_for http://127.0.0.1:9004/healthz
 curl -fsS -o /dev/null -X POST http://127.0.0.1:9004/users -H 'Content-Type: application/json' \
   -d '{"email":"bench@example.com","password":"bench-password","name":"Bench"}'
 token=$(curl -fsS -X POST http://127.0.0.1:9004/users/login -H 'Content-Type: application/json' \
@@ -77,17 +79,26 @@ wrk_run() { # name url [header]
   printf '%-10s %12s %10s %10s %10s\n' "$1" "$rps" "$p50" "$p99" "${non2xx:-0}"
   eval "rps_$1=$rps"
 }
+median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
 echo
 echo "throughput: wrk -t$THREADS -c$CONNS -d$DURATION, 127.0.0.1, $(nproc) cores shared by load and servers"
+echo "(the machine's speed drifts between runs: the targets alternate and ratios are taken per round)"
 printf '%-10s %12s %10s %10s %10s\n' target req/s p50 p99 non-2xx
-wrk_run direct  http://127.0.0.1:9001/bench/x
-wrk_run nginx   http://127.0.0.1:9002/bench/x
-wrk_run gateway http://127.0.0.1:9003/bench/x "$auth"
+gn="" gd="" pn=""
+for round in $(seq 1 "$ROUNDS"); do
+  wrk_run direct  http://127.0.0.1:9001/bench/x
+  wrk_run nginx   http://127.0.0.1:9002/bench/x
+  wrk_run gateway http://127.0.0.1:9003/bench/x "$auth"
+  wrk_run plain   http://127.0.0.1:9005/bench/x
+  gn="$gn $(awk -v g="$rps_gateway" -v n="$rps_nginx" 'BEGIN {printf "%.3f", g/n}')"
+  gd="$gd $(awk -v g="$rps_gateway" -v d="$rps_direct" 'BEGIN {printf "%.3f", g/d}')"
+  pn="$pn $(awk -v p="$rps_plain" -v n="$rps_nginx" 'BEGIN {printf "%.3f", p/n}')"
+done
 echo
-awk -v g="$rps_gateway" -v n="$rps_nginx" -v d="$rps_direct" 'BEGIN {
-  printf "gateway/nginx  %.2f   (target >= 0.80)\n", g/n; printf "gateway/direct %.2f\n", g/d }'
-
+echo "gateway/nginx  per round:$gn   median $(echo "$gn" | median)   (target >= 0.80)"
+echo "gateway/direct per round:$gd   median $(echo "$gd" | median)"
+echo "plain/nginx    per round:$pn   median $(echo "$pn" | median)   (a bare httputil.ReverseProxy, for scale)"
 echo
 echo "latency at a fixed $RATE req/s (open loop, bench/load, ${DURATION})"
 for t in direct nginx gateway; do

@@ -77,6 +77,9 @@ func NewServer(_ context.Context, cfg Config, logger *slog.Logger) (*web.Server,
 		release = func() { transport.CloseIdleConnections(); stopTLS() }
 		logger.Info("mTLS to upstreams", "identity", material.ID().String(), "upstreams", len(peers))
 	}
+	upstreams := newInlineTransport(transport, dialer.DialContext, cfg.UpstreamTimeout)
+	closeTLS := release
+	release = func() { upstreams.CloseIdleConnections(); closeTLS() }
 	var limiter Limiter = NewLocalLimiter(time.Now)
 	if cfg.RedisURL != "" {
 		rl, err := NewRedisLimiter(cfg.RedisURL, cfg.FailOpen, limiter, srv.Registry, logger)
@@ -108,7 +111,7 @@ func NewServer(_ context.Context, cfg Config, logger *slog.Logger) (*web.Server,
 	}
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite:        g.rewrite,
-		Transport:      retryTransport{base: transport, attempts: 3},
+		Transport:      retryTransport{base: upstreams, attempts: 3},
 		ModifyResponse: g.modifyResponse,
 		ErrorHandler:   g.proxyError,
 		BufferPool:     newBufferPool(),
