@@ -5,7 +5,7 @@ SERVICES    := gateway users products orders
 
 STACK       ?= dev
 
-.PHONY: run test lint build plan bench-gateway help
+.PHONY: run test lint build plan policy bench-gateway help
 
 help:
 	@echo "make run    start the gateway (:8080), users, products and orders locally (in memory; nothing to install)"
@@ -13,6 +13,7 @@ help:
 	@echo "make lint   gofmt, go vet and staticcheck"
 	@echo "make build  build the service binaries and the shopmesh CLI into bin/"
 	@echo "make plan   STACK=dev|prod: the Pulumi program's resources for a stack, offline"
+	@echo "make policy STACK=dev|prod: the policy pack on that offline plan; fails on a mandatory violation"
 	@echo "make bench-gateway  the gateway against nginx on this machine (installs nginx and wrk)"
 
 # cmd/localshop is `shopmesh run` without the Pulumi program linked in: it builds in seconds.
@@ -34,6 +35,9 @@ build:
 
 plan:
 	$(GO) run ./cmd/shopmesh plan --stack $(STACK)
+
+policy:
+	$(GO) run ./cmd/shopmesh policy check --stack $(STACK)
 
 # Installs nginx and wrk with apt when missing; prints req/s, p50, p99 and the ratios.
 bench-gateway:

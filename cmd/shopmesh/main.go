@@ -32,6 +32,7 @@ commands:
   scenario ratelimit [flags]: replay the rate-limiting test plan against the gateway
   scenario mtls: show mutual TLS between the services, and five calls it refuses
   certs   init|issue|show: the platform CA and workload certificates (SPIFFE identities)
+  policy  check --stack dev|prod | FILE: the policy pack on a plan, preview or export; list: the rules
   help    show this text
 `
 
@@ -49,6 +50,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return runPlan(args[2:], stdout)
 	case "certs":
 		return runCerts(args[2:], stdout, time.Now())
+	case "policy":
+		return runPolicy(ctx, args[2:], os.Stdin, stdout)
 	case "scenario":
 		return runScenario(ctx, args[2:], getenv, stdout)
 	case "help", "-h", "--help":

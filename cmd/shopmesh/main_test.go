@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -145,4 +146,41 @@ func freeAddr(t *testing.T) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+func TestPolicyCommand(t *testing.T) {
+	none := func(string) string { return "" }
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"shopmesh", "policy", "check", "--stack", "prod", "--dir", "../.."}, none, &out); err != nil {
+		t.Fatalf("prod: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "0 mandatory, 1 advisory") || !strings.Contains(out.String(), "SHOP-ISTIO-004") {
+		t.Errorf("prod report:\n%s", out.String())
+	}
+
+	// A preview in which the database became public fails, naming the rule and the fix.
+	preview := `{"steps": [{"op": "update", "newState": {"type": "aws:rds/instance:Instance",
+	  "urn": "urn:pulumi:prod::shopmesh::shopmesh:database:Database$aws:rds/instance:Instance::database",
+	  "inputs": {"publiclyAccessible": true, "storageEncrypted": true, "backupRetentionPeriod": 14, "multiAz": true,
+	    "deletionProtection": true, "manageMasterUserPassword": true, "tags": {"project": "shopmesh", "environment": "prod"}}}}]}`
+	file := filepath.Join(t.TempDir(), "preview.json")
+	if err := os.WriteFile(file, []byte(preview), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	err := run(context.Background(), []string{"shopmesh", "policy", "check", file}, none, &out)
+	if !errors.Is(err, errViolations) || !strings.Contains(out.String(), "SHOP-RDS-002") || !strings.Contains(out.String(), "Set publiclyAccessible to false") ||
+		!strings.Contains(out.String(), "(preview): 1 mandatory") {
+		t.Errorf("public database: err %v\n%s", err, out.String())
+	}
+
+	out.Reset()
+	if err := run(context.Background(), []string{"shopmesh", "policy", "list"}, none, &out); err != nil || !strings.Contains(out.String(), "SHOP-EKS-001") {
+		t.Errorf("policy list: %v\n%s", err, out.String())
+	}
+	for _, args := range [][]string{{"policy"}, {"policy", "check"}, {"policy", "check", "--stack", "qa", "--dir", "../.."}, {"policy", "audit"}} {
+		if err := run(context.Background(), append([]string{"shopmesh"}, args...), none, &out); err == nil {
+			t.Errorf("%v: no error", args)
+		}
+	}
 }
