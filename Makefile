@@ -4,8 +4,13 @@ STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 SERVICES    := gateway users products orders
 
 STACK       ?= dev
+# Static, reproducible binaries; the Dockerfile's build stage runs the same command.
+BUILD_FLAGS := -trimpath -ldflags=-s
+IMAGE_TAG   ?= $(shell git rev-parse HEAD 2>/dev/null)
+PLATFORMS   ?= linux/amd64,linux/arm64
+ACTIONLINT  ?= github.com/rhysd/actionlint/cmd/actionlint@v1.7.7
 
-.PHONY: run test lint build plan policy bench-gateway help
+.PHONY: run test lint build plan policy images push bench-gateway help
 
 help:
 	@echo "make run    start the gateway (:8080), users, products and orders locally (in memory; nothing to install)"
@@ -14,6 +19,8 @@ help:
 	@echo "make build  build the service binaries and the shopmesh CLI into bin/"
 	@echo "make plan   STACK=dev|prod: the Pulumi program's resources for a stack, offline"
 	@echo "make policy STACK=dev|prod: the policy pack on that offline plan; fails on a mandatory violation"
+	@echo "make images build every service image for $(PLATFORMS) with docker buildx (needs Docker)"
+	@echo "make push   STACK=dev|prod: build and push the images to that stack's ECR repositories, tagged IMAGE_TAG"
 	@echo "make bench-gateway  the gateway against nginx on this machine (installs nginx and wrk)"
 
 # cmd/localshop is `shopmesh run` without the Pulumi program linked in: it builds in seconds.
@@ -28,16 +35,28 @@ lint:
 	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
+	$(GO) run $(ACTIONLINT)
 
 build:
 	@mkdir -p bin
-	CGO_ENABLED=0 $(GO) build -o bin/ ./cmd/shopmesh $(addprefix ./cmd/,$(SERVICES))
+	CGO_ENABLED=0 $(GO) build $(BUILD_FLAGS) -o bin/ ./cmd/shopmesh $(addprefix ./cmd/,$(SERVICES))
 
 plan:
 	$(GO) run ./cmd/shopmesh plan --stack $(STACK)
 
 policy:
 	$(GO) run ./cmd/shopmesh policy check --stack $(STACK)
+
+# Multi-architecture images need Docker with buildx; nothing here runs without it.
+images:
+	@for s in $(SERVICES); do \
+	  docker buildx build --platform $(PLATFORMS) --build-arg SERVICE=$$s -t shopmesh/$$s:$(IMAGE_TAG) . || exit 1; \
+	done
+
+# The repositories come from the stack's repositoryUrls output (the stack must exist: see
+# README, "Bootstrapping").
+push:
+	STACK=$(STACK) IMAGE_TAG=$(IMAGE_TAG) PLATFORMS=$(PLATFORMS) SERVICES="$(SERVICES)" bash scripts/push-images.sh
 
 # Installs nginx and wrk with apt when missing; prints req/s, p50, p99 and the ratios.
 bench-gateway:

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -55,9 +56,14 @@ type Config struct {
 	WafRateLimit            int
 	ManageApiGatewayAccount bool
 
+	GithubRepository      string // owner/name allowed to deploy through GitHub OIDC; empty: no deploy role
+	GithubOidcProviderArn string // the account's GitHub OIDC provider; empty: the stack creates it
+
 	IstioVersion        string
 	LbControllerVersion string
 }
+
+var githubRepo = regexp.MustCompile(`^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$`)
 
 // Services are the workloads the platform runs, the gateway first.
 var Services = []string{"gateway", "users", "products", "orders"}
@@ -122,6 +128,8 @@ func LoadConfig(ctx *pulumi.Context) (Config, error) {
 	try("enableWaf", flag(&cfg.EnableWaf))
 	try("wafRateLimit", num(&cfg.WafRateLimit))
 	try("manageApiGatewayAccount", flag(&cfg.ManageApiGatewayAccount))
+	try("githubRepository", str(&cfg.GithubRepository))
+	try("githubOidcProviderArn", str(&cfg.GithubOidcProviderArn))
 	try("istioVersion", str(&cfg.IstioVersion))
 	try("lbControllerVersion", str(&cfg.LbControllerVersion))
 	if len(errs) > 0 {
@@ -161,6 +169,9 @@ func (c Config) Validate() error {
 		_, err := netip.ParsePrefix(cidr)
 		bad(err == nil && cidr != "0.0.0.0/0", "publicAccessCidrs entries must be specific CIDRs (not 0.0.0.0/0), got %q", cidr)
 	}
+	bad(c.GithubRepository == "" || githubRepo.MatchString(c.GithubRepository), "githubRepository must be owner/name, got %q", c.GithubRepository)
+	bad(c.GithubOidcProviderArn == "" || strings.HasPrefix(c.GithubOidcProviderArn, "arn:aws:iam::"),
+		"githubOidcProviderArn must be an IAM OIDC provider ARN (arn:aws:iam::<account>:oidc-provider/token.actions.githubusercontent.com), got %q", c.GithubOidcProviderArn)
 	if len(errs) > 0 {
 		return fmt.Errorf("stack configuration: %s", strings.Join(errs, "; "))
 	}

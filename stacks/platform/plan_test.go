@@ -416,3 +416,43 @@ func TestConfigValidation(t *testing.T) {
 		}
 	}
 }
+
+// TestDeployRole: the role GitHub Actions assume is trusted only for this repository's jobs in
+// the stack's own environments, through GitHub's OIDC provider.
+func TestDeployRole(t *testing.T) {
+	for _, stack := range []string{"dev", "prod"} {
+		p := planFor(t, stack)
+		var role, provider Resource
+		for _, r := range p.Resources {
+			switch {
+			case r.Type == "aws:iam/role:Role" && r.Name == "ci":
+				role = r
+			case r.Type == "aws:iam/openIdConnectProvider:OpenIdConnectProvider" && r.Name == "ci-github":
+				provider = r
+			}
+		}
+		if role.URN == "" || provider.Inputs["url"] != "https://"+GithubOIDCIssuer || !strings.Contains(role.Parent, "shopmesh:ci:DeployRole") {
+			t.Fatalf("%s: deploy role %+v, provider %+v", stack, role, provider)
+		}
+		var trust struct {
+			Statement []struct {
+				Action    []string
+				Principal map[string][]string
+				Condition map[string]map[string][]string
+			}
+		}
+		if err := json.Unmarshal([]byte(fmt.Sprint(role.Inputs["assumeRolePolicy"])), &trust); err != nil || len(trust.Statement) != 1 {
+			t.Fatalf("%s: trust policy %v: %v", stack, role.Inputs["assumeRolePolicy"], err)
+		}
+		st := trust.Statement[0]
+		subs := st.Condition["StringEquals"][GithubOIDCIssuer+":sub"]
+		want := []string{"repo:shopmesh/shopmesh:environment:" + stack, "repo:shopmesh/shopmesh:environment:preview-" + stack}
+		if st.Action[0] != "sts:AssumeRoleWithWebIdentity" || strings.Join(subs, ",") != strings.Join(want, ",") ||
+			st.Condition["StringEquals"][GithubOIDCIssuer+":aud"][0] != "sts.amazonaws.com" {
+			t.Errorf("%s: trust statement %+v, want web identity for %v with audience sts.amazonaws.com", stack, st, want)
+		}
+		if p.Outputs["deployRoleArn"] == nil {
+			t.Errorf("%s: no deployRoleArn output", stack)
+		}
+	}
+}

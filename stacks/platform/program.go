@@ -51,14 +51,22 @@ func Program(ctx *pulumi.Context) (map[string]pulumi.Input, error) {
 	for svc, url := range registry.RepositoryURLs {
 		repos[svc] = url
 	}
-	return map[string]pulumi.Input{
+	outputs := map[string]pulumi.Input{
 		"clusterName":      cluster.Name,
 		"kubeconfig":       cluster.Kubeconfig,
 		"repositoryUrls":   repos,
 		"databaseEndpoint": database.Address,
 		"apiUrl":           edge.ApiURL,
 		"nlbDnsName":       edge.NlbDNSName,
-	}, nil
+	}
+	if cfg.GithubRepository != "" {
+		role, err := NewDeployRole(ctx, "ci", DeployRoleArgs{Config: cfg})
+		if err != nil {
+			return nil, err
+		}
+		outputs["deployRoleArn"] = role.Arn // the AWS_ROLE_ARN variable of the stack's GitHub environments
+	}
+	return outputs, nil
 }
 
 // Run is stacks/main.go's entry point: the program with its outputs exported.
