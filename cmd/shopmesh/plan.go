@@ -27,19 +27,9 @@ func runPlan(args []string, stdout io.Writer) error {
 	if *stack == "" || fs.NArg() > 0 {
 		return errors.New("usage: shopmesh plan --stack dev|prod [--json] [--dir DIR]")
 	}
-	root := *dir
-	if root == "" {
-		var err error
-		if root, err = projectRoot(); err != nil {
-			return err
-		}
-	}
-	if _, err := os.Stat(filepath.Join(root, "Pulumi."+*stack+".yaml")); err != nil {
-		return fmt.Errorf("no stack %q: %s/Pulumi.%s.yaml does not exist", *stack, root, *stack)
-	}
-	plan, err := platform.PlanStack(root, *stack, platform.Program)
+	plan, err := planStack(*dir, *stack)
 	if err != nil {
-		return fmt.Errorf("plan %s: %w", *stack, err)
+		return err
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
@@ -48,6 +38,26 @@ func runPlan(args []string, stdout io.Writer) error {
 	}
 	printTree(stdout, plan)
 	return nil
+}
+
+// planStack runs the program offline for stack, with the project in dir (default: the
+// nearest folder above holding Pulumi.yaml).
+func planStack(dir, stack string) (*platform.Plan, error) {
+	root := dir
+	if root == "" {
+		var err error
+		if root, err = projectRoot(); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := os.Stat(filepath.Join(root, "Pulumi."+stack+".yaml")); err != nil {
+		return nil, fmt.Errorf("no stack %q: %s/Pulumi.%s.yaml does not exist", stack, root, stack)
+	}
+	plan, err := platform.PlanStack(root, stack, platform.Program)
+	if err != nil {
+		return nil, fmt.Errorf("plan %s: %w", stack, err)
+	}
+	return plan, nil
 }
 
 // projectRoot finds the nearest folder at or above the current one holding Pulumi.yaml.

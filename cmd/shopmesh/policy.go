@@ -8,12 +8,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/shopmesh/shopmesh/policies"
-	"github.com/shopmesh/shopmesh/stacks/platform"
 )
 
 const policyUsage = `usage:
@@ -60,18 +58,9 @@ func runPolicy(ctx context.Context, args []string, stdin io.Reader, stdout io.Wr
 	source := ""
 	switch {
 	case *stack != "" && fs.NArg() == 0:
-		root := *dir
-		if root == "" {
-			if root, err = projectRoot(); err != nil {
-				return err
-			}
-		}
-		if _, err := os.Stat(filepath.Join(root, "Pulumi."+*stack+".yaml")); err != nil {
-			return fmt.Errorf("no stack %q: %s/Pulumi.%s.yaml does not exist", *stack, root, *stack)
-		}
-		plan, err := platform.PlanStack(root, *stack, platform.Program)
+		plan, err := planStack(*dir, *stack)
 		if err != nil {
-			return fmt.Errorf("plan %s: %w", *stack, err)
+			return err
 		}
 		if data, err = json.Marshal(plan.Resources); err != nil {
 			return err

@@ -324,17 +324,7 @@ func TestLoadBalancerControllerRole(t *testing.T) {
 				role = r
 			}
 		}
-		var trust struct {
-			Statement []struct {
-				Action    []string
-				Principal map[string][]string
-				Condition map[string]map[string][]string
-			}
-		}
-		if err := json.Unmarshal([]byte(fmt.Sprint(role.Inputs["assumeRolePolicy"])), &trust); err != nil || len(trust.Statement) != 1 {
-			t.Fatalf("trust policy %v: %v", role.Inputs["assumeRolePolicy"], err)
-		}
-		st := trust.Statement[0]
+		st := trustStatement(t, role)
 		var oidc Resource // the cluster's, not GitHub Actions' (the deploy role's)
 		for _, r := range p.ByType("aws:iam/openIdConnectProvider:OpenIdConnectProvider") {
 			if !strings.Contains(fmt.Sprint(r.Inputs["url"]), GithubOIDCIssuer) {

@@ -434,17 +434,7 @@ func TestDeployRole(t *testing.T) {
 		if role.URN == "" || provider.Inputs["url"] != "https://"+GithubOIDCIssuer || !strings.Contains(role.Parent, "shopmesh:ci:DeployRole") {
 			t.Fatalf("%s: deploy role %+v, provider %+v", stack, role, provider)
 		}
-		var trust struct {
-			Statement []struct {
-				Action    []string
-				Principal map[string][]string
-				Condition map[string]map[string][]string
-			}
-		}
-		if err := json.Unmarshal([]byte(fmt.Sprint(role.Inputs["assumeRolePolicy"])), &trust); err != nil || len(trust.Statement) != 1 {
-			t.Fatalf("%s: trust policy %v: %v", stack, role.Inputs["assumeRolePolicy"], err)
-		}
-		st := trust.Statement[0]
+		st := trustStatement(t, role)
 		subs := st.Condition["StringEquals"][GithubOIDCIssuer+":sub"]
 		want := []string{"repo:shopmesh/shopmesh:environment:" + stack, "repo:shopmesh/shopmesh:environment:preview-" + stack}
 		if st.Action[0] != "sts:AssumeRoleWithWebIdentity" || strings.Join(subs, ",") != strings.Join(want, ",") ||
@@ -455,4 +445,20 @@ func TestDeployRole(t *testing.T) {
 			t.Errorf("%s: no deployRoleArn output", stack)
 		}
 	}
+}
+
+// trustStatement is the single statement of an IAM role's assume-role policy.
+func trustStatement(t *testing.T, role Resource) trustPolicyStatement {
+	t.Helper()
+	var trust struct{ Statement []trustPolicyStatement }
+	if err := json.Unmarshal([]byte(fmt.Sprint(role.Inputs["assumeRolePolicy"])), &trust); err != nil || len(trust.Statement) != 1 {
+		t.Fatalf("%s: trust policy %v: %v", role.Name, role.Inputs["assumeRolePolicy"], err)
+	}
+	return trust.Statement[0]
+}
+
+type trustPolicyStatement struct {
+	Action    []string
+	Principal map[string][]string
+	Condition map[string]map[string][]string
 }
