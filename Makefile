@@ -9,6 +9,8 @@ BUILD_FLAGS := -trimpath -ldflags=-s
 IMAGE_TAG   ?= $(shell git rev-parse HEAD 2>/dev/null)
 PLATFORMS   ?= linux/amd64,linux/arm64
 ACTIONLINT  ?= github.com/rhysd/actionlint/cmd/actionlint@v1.7.7
+# The Dockerfile linter of Docker's VS Code extension, from the npm registry (needs Node.js).
+DOCKERFILE_LINT ?= dockerfile-utils@0.16.3
 
 .PHONY: run test lint build plan policy images push bench-gateway help
 
@@ -36,6 +38,9 @@ lint:
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 	$(GO) run $(ACTIONLINT)
+	npx --yes $(DOCKERFILE_LINT) lint Dockerfile
+	@if command -v shellcheck >/dev/null; then echo "shellcheck scripts/*.sh .ci/run"; shellcheck scripts/*.sh .ci/run; \
+	else echo "shellcheck not installed (apt-get install shellcheck): shell scripts not linted"; fi
 
 build:
 	@mkdir -p bin

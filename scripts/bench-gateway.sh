@@ -86,7 +86,9 @@ echo "throughput: wrk -t$THREADS -c$CONNS -d$DURATION, 127.0.0.1, $(nproc) cores
 echo "(the machine's speed drifts between runs: the targets alternate and ratios are taken per round)"
 printf '%-10s %12s %10s %10s %10s\n' target req/s p50 p99 non-2xx
 gn="" gd="" pn=""
-for round in $(seq 1 "$ROUNDS"); do
+# rps_<target> are set by wrk_run through eval.
+# shellcheck disable=SC2154
+for _ in $(seq 1 "$ROUNDS"); do
   wrk_run direct  http://127.0.0.1:9001/bench/x
   wrk_run nginx   http://127.0.0.1:9002/bench/x
   wrk_run gateway http://127.0.0.1:9003/bench/x "$auth"
