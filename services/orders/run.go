@@ -21,7 +21,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 // NewServer builds the orders service from cfg; call the returned func to release it.
 func NewServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Server, func(), error) {
 	srv := web.New(cfg.HTTP, logger)
-	material, stopTLS, err := srv.EnableMTLS(cfg.TLS)
+	material, err := srv.EnableMTLS(cfg.TLS)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -30,25 +30,22 @@ func NewServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Serve
 	base.MaxIdleConnsPerHost = 64
 	transport, err := material.Transport(base, "products")
 	if err != nil {
-		stopTLS()
 		return nil, nil, err
 	}
 	jwks, err := material.Transport(http.DefaultTransport.(*http.Transport), "users")
 	if err != nil {
-		stopTLS()
 		return nil, nil, err
 	}
 	store, closeStore, err := pgdb.OpenStore(ctx, cfg.Database, Migrations(), srv, logger,
 		func() Store { return NewMemoryStore() }, func(p *pgxpool.Pool) Store { return NewPostgresStore(p) })
 	if err != nil {
-		stopTLS()
 		return nil, nil, err
 	}
 	products := NewProductsClient(cfg.ProductsURL, &http.Client{Timeout: cfg.ProductsTimeout, Transport: transport})
 	srv.AddReadinessCheck("products", products.Ping)
 	// Connections dialled but never used count as busy in the peer's graceful shutdown for
 	// 5 s; close them when orders stops so that products can stop promptly too.
-	closeFn := func() { transport.CloseIdleConnections(); closeStore(); stopTLS() }
+	closeFn := func() { transport.CloseIdleConnections(); closeStore() }
 
 	// A claim is stale once no request holding it can still be running.
 	svc := NewService(store, products, logger, 2*cfg.HTTP.RequestTimeout+cfg.ProductsTimeout)

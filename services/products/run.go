@@ -21,22 +21,19 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 // NewServer builds the products service from cfg; call the returned func to release it.
 func NewServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Server, func(), error) {
 	srv := web.New(cfg.HTTP, logger)
-	material, stopTLS, err := srv.EnableMTLS(cfg.TLS)
+	material, err := srv.EnableMTLS(cfg.TLS)
 	if err != nil {
 		return nil, nil, err
 	}
 	jwks, err := material.Transport(http.DefaultTransport.(*http.Transport), "users")
 	if err != nil {
-		stopTLS()
 		return nil, nil, err
 	}
-	store, closeStore, err := pgdb.OpenStore(ctx, cfg.Database, Migrations(), srv, logger,
+	store, closeFn, err := pgdb.OpenStore(ctx, cfg.Database, Migrations(), srv, logger,
 		func() Store { return NewMemoryStore() }, func(p *pgxpool.Pool) Store { return NewPostgresStore(p) })
 	if err != nil {
-		stopTLS()
 		return nil, nil, err
 	}
-	closeFn := func() { closeStore(); stopTLS() }
 	if cfg.SeedDemo {
 		n, err := store.Seed(ctx, DemoCatalog())
 		if err != nil {

@@ -26,17 +26,14 @@ func NewServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Serve
 		return nil, nil, err
 	}
 	srv := web.New(cfg.HTTP, logger)
-	_, stopTLS, err := srv.EnableMTLS(cfg.TLS)
-	if err != nil {
+	if _, err := srv.EnableMTLS(cfg.TLS); err != nil {
 		return nil, nil, err
 	}
-	store, closeStore, err := pgdb.OpenStore(ctx, cfg.Database, Migrations(), srv, logger,
+	store, closeFn, err := pgdb.OpenStore(ctx, cfg.Database, Migrations(), srv, logger,
 		func() Store { return NewMemoryStore() }, func(p *pgxpool.Pool) Store { return NewPostgresStore(p) })
 	if err != nil {
-		stopTLS()
 		return nil, nil, err
 	}
-	closeFn := func() { closeStore(); stopTLS() }
 	svc, err := NewService(store, signer)
 	if err != nil {
 		closeFn()

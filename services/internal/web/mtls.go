@@ -27,21 +27,20 @@ type mtlsState struct {
 }
 
 // EnableMTLS serves mutual TLS with the material cfg names when cfg.Mode is mtls, admitting
-// only cfg.Allowed; with TLS off it does nothing and returns a nil material. Call stop when
-// the server is done, to stop watching the files.
-func (s *Server) EnableMTLS(cfg mtls.Config) (m *mtls.Material, stop func(), err error) {
+// only cfg.Allowed; with TLS off it does nothing and returns a nil material. The material is
+// reloaded from its files while the server serves; the service's clients use it too.
+func (s *Server) EnableMTLS(cfg mtls.Config) (*mtls.Material, error) {
 	if !cfg.Enabled() {
-		return nil, func() {}, nil
+		return nil, nil
 	}
-	m, stop, err = mtls.Start(cfg, s.logger)
+	m, err := mtls.Load(cfg, s.logger)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if err := s.UseMTLS(m, cfg.Allowed, cfg.HealthAddr); err != nil {
-		stop()
-		return nil, nil, err
+		return nil, err
 	}
-	return m, stop, nil
+	return m, nil
 }
 
 // UseMTLS makes the server terminate mutual TLS with material and admit only the callers in
@@ -119,9 +118,12 @@ func (s *Server) serveMTLS(ctx context.Context, srv *http.Server, ln net.Listene
 		s.Echo.ServeHTTP(w, r)
 	})}
 	go func() { _ = health.Serve(hl) }()
+	stop := make(chan struct{})
+	go s.mtls.material.Watch(stop, 2*time.Second)
 	srv.ErrorLog = slog.NewLogLogger(handshakeCounter{s.mtls.handshakes, s.logger.Handler()}, slog.LevelWarn)
 	s.logger.Info("mTLS on", "identity", s.mtls.material.ID().String(), "health_addr", hl.Addr().String())
 	return tls.NewListener(ln, s.mtls.material.ServerConfig()), func() {
+		close(stop)
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 		defer cancel()
 		_ = health.Shutdown(sctx)

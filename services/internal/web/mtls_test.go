@@ -34,11 +34,11 @@ func issue(t *testing.T, ca *pki.CA, dir, svc string, notBefore time.Time, ttl t
 
 func material(t *testing.T, w workload, caFile string) *mtls.Material {
 	t.Helper()
-	m, stop, err := mtls.Start(mtls.Config{Mode: mtls.ModeMTLS, CertFile: w.cert, KeyFile: w.key, CAFile: caFile}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	// Loaded, not watched: a serving server reloads its own material.
+	m, err := mtls.Load(mtls.Config{Mode: mtls.ModeMTLS, CertFile: w.cert, KeyFile: w.key, CAFile: caFile}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(stop)
 	return m
 }
 
