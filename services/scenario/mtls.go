@@ -258,7 +258,7 @@ func (s *mtlsRun) refusals(ctx context.Context) error {
 		status, detail, err := get(ctx, client, "https://"+c.w.Addr+path)
 		call := fmt.Sprintf("GET https://%s%s as %s", c.w.Name, path, clientName(c.cfg))
 		if c.w.Name != c.target {
-			call = fmt.Sprintf("GET %s at %s's address as %s", path, c.w.Name, clientName(c.cfg))
+			call = fmt.Sprintf("GET %s sent to %s as %s", path, c.w.Name, clientName(c.cfg))
 		}
 		switch {
 		case c.want403:
