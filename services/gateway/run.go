@@ -77,7 +77,7 @@ func NewServer(_ context.Context, cfg Config, logger *slog.Logger) (*web.Server,
 		release = func() { transport.CloseIdleConnections(); stopTLS() }
 		logger.Info("mTLS to upstreams", "identity", material.ID().String(), "upstreams", len(peers))
 	}
-	upstreams := newInlineTransport(transport, dialer.DialContext, cfg.UpstreamTimeout)
+	upstreams := newInlineTransport(transport)
 	closeTLS := release
 	release = func() { upstreams.CloseIdleConnections(); closeTLS() }
 	var limiter Limiter = NewLocalLimiter(time.Now)

@@ -37,9 +37,9 @@ type upstreamConn struct {
 	lastUsed time.Time
 }
 
-func newInlineTransport(std *http.Transport, dial func(ctx context.Context, network, addr string) (net.Conn, error),
-	headerTimeout time.Duration) *inlineTransport {
-	return &inlineTransport{std: std, dial: dial, dialTLS: std.DialTLSContext, headerTimeout: headerTimeout,
+// newInlineTransport shares std's dialers, header timeout and idle limit per upstream.
+func newInlineTransport(std *http.Transport) *inlineTransport {
+	return &inlineTransport{std: std, dial: std.DialContext, dialTLS: std.DialTLSContext, headerTimeout: std.ResponseHeaderTimeout,
 		idleTimeout: 30 * time.Second, maxIdle: std.MaxIdleConnsPerHost, idle: map[string][]*upstreamConn{}}
 }
 

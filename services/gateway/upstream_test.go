@@ -32,7 +32,7 @@ func countingServer(t *testing.T, h http.HandlerFunc) (*httptest.Server, *atomic
 
 func newTestInline(timeout time.Duration) *inlineTransport {
 	d := &net.Dialer{Timeout: time.Second}
-	return newInlineTransport(&http.Transport{DialContext: d.DialContext, MaxIdleConnsPerHost: 8}, d.DialContext, timeout)
+	return newInlineTransport(&http.Transport{DialContext: d.DialContext, MaxIdleConnsPerHost: 8, ResponseHeaderTimeout: timeout})
 }
 
 func roundTrip(t *testing.T, tr http.RoundTripper, ctx context.Context, method, url, body string) (string, error) {
