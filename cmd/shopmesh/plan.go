@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -21,13 +22,15 @@ func runPlan(args []string, stdout io.Writer) error {
 	stack := fs.String("stack", "", "stack to plan: dev or prod (reads Pulumi.<stack>.yaml)")
 	asJSON := fs.Bool("json", false, "print one JSON record per resource {urn, type, name, parent, inputs}")
 	dir := fs.String("dir", "", "folder holding Pulumi.yaml (default: the nearest one above the current folder)")
+	overrides := configFlag{}
+	fs.Var(overrides, "config", "key=value: set a config value for this plan, as pulumi preview --config does (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *stack == "" || fs.NArg() > 0 {
-		return errors.New("usage: shopmesh plan --stack dev|prod [--json] [--dir DIR]")
+		return errors.New("usage: shopmesh plan --stack dev|prod [--config key=value]... [--json] [--dir DIR]")
 	}
-	plan, err := planStack(*dir, *stack)
+	plan, note, err := planStack(*dir, *stack, overrides)
 	if err != nil {
 		return err
 	}
@@ -36,28 +39,61 @@ func runPlan(args []string, stdout io.Writer) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(plan.Resources)
 	}
+	if note != "" {
+		fmt.Fprintln(stdout, note)
+	}
 	printTree(stdout, plan)
 	return nil
 }
 
+// configFlag collects --config key=value pairs.
+type configFlag map[string]string
+
+func (c configFlag) String() string { return fmt.Sprint(map[string]string(c)) }
+
+func (c configFlag) Set(v string) error {
+	k, val, ok := strings.Cut(v, "=")
+	if !ok || k == "" {
+		return fmt.Errorf("--config wants key=value, got %q", v)
+	}
+	c[k] = val
+	return nil
+}
+
 // planStack runs the program offline for stack, with the project in dir (default: the
-// nearest folder above holding Pulumi.yaml).
-func planStack(dir, stack string) (*platform.Plan, error) {
+// nearest folder above holding Pulumi.yaml) and the config overrides given. When neither the
+// stack nor the overrides set imageTag, it plans with the checkout's commit, the tag make deploy
+// pushes and deploys, and says so in note.
+func planStack(dir, stack string, overrides map[string]string) (plan *platform.Plan, note string, err error) {
 	root := dir
 	if root == "" {
-		var err error
 		if root, err = projectRoot(); err != nil {
-			return nil, err
+			return nil, "", err
 		}
 	}
 	if _, err := os.Stat(filepath.Join(root, "Pulumi."+stack+".yaml")); err != nil {
-		return nil, fmt.Errorf("no stack %q: %s/Pulumi.%s.yaml does not exist", stack, root, stack)
+		return nil, "", fmt.Errorf("no stack %q: %s/Pulumi.%s.yaml does not exist", stack, root, stack)
 	}
-	plan, err := platform.PlanStack(root, stack, platform.Program)
+	_, cfg, err := platform.StackConfig(root, stack, overrides)
 	if err != nil {
-		return nil, fmt.Errorf("plan %s: %w", stack, err)
+		return nil, "", fmt.Errorf("plan %s: %w", stack, err)
 	}
-	return plan, nil
+	if cfg["shopmesh:imageTag"] == "" && cfg["shopmesh:workloads"] == "true" {
+		if sha, err := exec.Command("git", "-C", root, "rev-parse", "HEAD").Output(); err == nil {
+			with := map[string]string{}
+			for k, v := range overrides {
+				with[k] = v
+			}
+			with["imageTag"] = strings.TrimSpace(string(sha))
+			overrides = with
+			note = fmt.Sprintf("imageTag is not set in Pulumi.%s.yaml: planned with this commit's tag %s, as make deploy would deploy it", stack, with["imageTag"])
+		}
+	}
+	plan, err = platform.PlanStack(root, stack, overrides, platform.Program)
+	if err != nil {
+		return nil, "", fmt.Errorf("plan %s: %w", stack, err)
+	}
+	return plan, note, nil
 }
 
 // projectRoot finds the nearest folder at or above the current one holding Pulumi.yaml.

@@ -58,7 +58,7 @@ func runPolicy(ctx context.Context, args []string, stdin io.Reader, stdout io.Wr
 	source := ""
 	switch {
 	case *stack != "" && fs.NArg() == 0:
-		plan, err := planStack(*dir, *stack)
+		plan, _, err := planStack(*dir, *stack, nil)
 		if err != nil {
 			return err
 		}

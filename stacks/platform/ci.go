@@ -7,8 +7,12 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 )
 
-// GithubOIDCIssuer is the host of GitHub Actions' OIDC tokens.
-const GithubOIDCIssuer = "token.actions.githubusercontent.com"
+// GithubOIDCIssuer is the host of GitHub Actions' OIDC tokens; GithubOIDCURL is the URL the
+// account's IAM OIDC provider is registered under.
+const (
+	GithubOIDCIssuer = "token.actions.githubusercontent.com"
+	GithubOIDCURL    = "https://" + GithubOIDCIssuer
+)
 
 // DeployRole is the IAM role the GitHub Actions workflows assume through OIDC to preview and
 // deploy this stack: no long-lived AWS keys anywhere.
@@ -23,8 +27,9 @@ type DeployRoleArgs struct {
 	Config Config
 }
 
-// NewDeployRole creates the role (and the account's GitHub OIDC provider unless config names
-// an existing one). Only workflow jobs of cfg.GithubRepository running in the GitHub
+// NewDeployRole creates the role, and the account's GitHub OIDC provider when this stack owns it
+// (githubOidcProvider: create); otherwise it looks the provider up by its URL. IAM allows one
+// provider per URL per account, so exactly one stack in an account may create it. Only workflow jobs of cfg.GithubRepository running in the GitHub
 // environments named after the stack (deployments) or preview-<stack> (pull-request previews)
 // can assume it.
 func NewDeployRole(ctx *pulumi.Context, name string, args DeployRoleArgs, opts ...pulumi.ResourceOption) (*DeployRole, error) {
@@ -35,10 +40,14 @@ func NewDeployRole(ctx *pulumi.Context, name string, args DeployRoleArgs, opts .
 	}
 	parent := pulumi.Parent(r)
 
-	provider := pulumi.String(cfg.GithubOidcProviderArn).ToStringOutput()
-	if cfg.GithubOidcProviderArn == "" {
+	var provider pulumi.StringOutput
+	if cfg.GithubOidcProvider == "existing" {
+		provider = iam.LookupOpenIdConnectProviderOutput(ctx, iam.LookupOpenIdConnectProviderOutputArgs{
+			Url: pulumi.String(GithubOIDCURL),
+		}, parent).Arn()
+	} else {
 		p, err := iam.NewOpenIdConnectProvider(ctx, name+"-github", &iam.OpenIdConnectProviderArgs{
-			Url:           pulumi.String("https://" + GithubOIDCIssuer),
+			Url:           pulumi.String(GithubOIDCURL),
 			ClientIdLists: pulumi.StringArray{pulumi.String("sts.amazonaws.com")},
 			// AWS verifies GitHub's certificate against its trusted CAs; the thumbprint is
 			// still a required argument of the API.

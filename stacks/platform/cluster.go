@@ -1,7 +1,10 @@
 package platform
 
 import (
+	"encoding/json"
+	"sort"
 	"strconv"
+	"strings"
 
 	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/ec2"
 	awseks "github.com/pulumi/pulumi-aws/sdk/v6/go/aws/eks"
@@ -17,8 +20,14 @@ import (
 type Cluster struct {
 	pulumi.ResourceState
 
-	Name            pulumi.StringOutput
-	Kubeconfig      pulumi.StringOutput
+	Name pulumi.StringOutput
+	// Kubeconfig is what the Kubernetes provider uses: through the API tunnel on 127.0.0.1, or
+	// the public endpoint, as kubeApiAccess says.
+	Kubeconfig pulumi.StringOutput
+	// Endpoint is the API server's URL (private unless endpointPublicAccess).
+	Endpoint pulumi.StringOutput
+	// Provider is nil while the workloads are held back (workloads: false): nothing in the
+	// first stage of a first deploy may need the Kubernetes API.
 	Provider        *kubernetes.Provider
 	OidcProviderArn pulumi.StringOutput
 	OidcProviderURL pulumi.StringOutput
@@ -31,7 +40,13 @@ type ClusterArgs struct {
 	Config  Config
 	Name    string // the EKS cluster's name
 	Network *Network
+	// Admins are the principals given cluster admin through access entries, by a stable
+	// resource name ("deploy", "admin-0"…).
+	Admins map[string]pulumi.StringInput
 }
+
+// ClusterAdminPolicy is the EKS access policy with full cluster admin (system:masters).
+const ClusterAdminPolicy = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
 
 // ControlPlaneLogTypes are all the EKS control-plane logs; all are sent to CloudWatch.
 var ControlPlaneLogTypes = []string{"api", "audit", "authenticator", "controllerManager", "scheduler"}
@@ -71,7 +86,11 @@ func NewCluster(ctx *pulumi.Context, name string, args ClusterArgs, opts ...pulu
 		CreateOidcProvider:     pulumi.Bool(true),
 		EndpointPrivateAccess:  pulumi.Bool(true),
 		EndpointPublicAccess:   pulumi.Bool(cfg.EndpointPublicAccess),
-		Tags:                   cfg.Tags("eks"),
+		// pulumi-eks v2 otherwise applies its own VPC CNI manifest with kubectl against the new
+		// cluster (its VpcCni resource), which needs the API from where pulumi up runs before
+		// anything can reach it. EKS's default CNI stays, managed as an add-on below.
+		UseDefaultVpcCni: pulumi.BoolRef(true),
+		Tags:             cfg.Tags("eks"),
 	}
 	if cfg.EndpointPublicAccess {
 		clusterArgs.PublicAccessCidrs = cidrs
@@ -81,6 +100,20 @@ func NewCluster(ctx *pulumi.Context, name string, args ClusterArgs, opts ...pulu
 	clusterArgs.AuthenticationMode = &authMode
 	cluster, err := eks.NewCluster(ctx, name, clusterArgs, parent)
 	if err != nil {
+		return nil, err
+	}
+	clusterName := cluster.EksCluster.Name()
+	if _, err := awseks.NewAddon(ctx, name+"-vpc-cni", &awseks.AddonArgs{
+		ClusterName: clusterName,
+		AddonName:   pulumi.String("vpc-cni"),
+		// Adopt the CNI EKS installed at creation instead of failing on its objects.
+		ResolveConflictsOnCreate: pulumi.String("OVERWRITE"),
+		ResolveConflictsOnUpdate: pulumi.String("OVERWRITE"),
+		Tags:                     cfg.Tags("vpc-cni"),
+	}, parent); err != nil {
+		return nil, err
+	}
+	if err := accessEntries(ctx, name, cfg, clusterName, args.Admins, parent); err != nil {
 		return nil, err
 	}
 
@@ -150,17 +183,24 @@ func NewCluster(ctx *pulumi.Context, name string, args ClusterArgs, opts ...pulu
 		return nil, err
 	}
 
-	provider, err := kubernetes.NewProvider(ctx, name, &kubernetes.ProviderArgs{
-		Kubeconfig:            cluster.KubeconfigJson,
-		EnableServerSideApply: pulumi.Bool(true),
-	}, parent)
-	if err != nil {
-		return nil, err
+	kubeconfig := cluster.KubeconfigJson
+	if cfg.KubeApiAccess == "tunnel" {
+		kubeconfig = tunnelKubeconfig(cfg, cluster.EksCluster)
+	}
+	if cfg.Workloads {
+		provider, err := kubernetes.NewProvider(ctx, name, &kubernetes.ProviderArgs{
+			Kubeconfig:            kubeconfig,
+			EnableServerSideApply: pulumi.Bool(true),
+		}, parent)
+		if err != nil {
+			return nil, err
+		}
+		c.Provider = provider
 	}
 
-	c.Name = cluster.EksCluster.Name()
-	c.Kubeconfig = pulumi.ToSecret(cluster.KubeconfigJson).(pulumi.StringOutput)
-	c.Provider = provider
+	c.Name = clusterName
+	c.Endpoint = cluster.EksCluster.Endpoint()
+	c.Kubeconfig = pulumi.ToSecret(kubeconfig).(pulumi.StringOutput)
 	c.OidcProviderArn = cluster.Core.OidcProvider().Arn()
 	c.OidcProviderURL = cluster.Core.OidcProvider().Url()
 	c.SecurityGroupID = cluster.EksCluster.VpcConfig().ClusterSecurityGroupId().Elem()
@@ -170,4 +210,64 @@ func NewCluster(ctx *pulumi.Context, name string, args ClusterArgs, opts ...pulu
 		return nil, err
 	}
 	return c, nil
+}
+
+// accessEntries gives each admin principal cluster admin. The principal that creates the cluster
+// is not among them: pulumi-eks v2 creates the cluster with bootstrapClusterCreatorAdminPermissions
+// true (nodejs/eks/cluster/cluster.ts), so EKS already holds an entry for it, and a second one
+// fails with ResourceInUseException (EKS API reference, CreateAccessEntry).
+func accessEntries(ctx *pulumi.Context, name string, cfg Config, clusterName pulumi.StringOutput, admins map[string]pulumi.StringInput, parent pulumi.ResourceOrInvokeOption) error {
+	keys := make([]string, 0, len(admins))
+	for k := range admins {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		entry, err := awseks.NewAccessEntry(ctx, name+"-"+k, &awseks.AccessEntryArgs{
+			ClusterName:  clusterName,
+			PrincipalArn: admins[k],
+			Type:         pulumi.String("STANDARD"),
+			Tags:         cfg.Tags("eks-access-" + k),
+		}, parent)
+		if err != nil {
+			return err
+		}
+		if _, err := awseks.NewAccessPolicyAssociation(ctx, name+"-"+k, &awseks.AccessPolicyAssociationArgs{
+			ClusterName:  clusterName,
+			PrincipalArn: entry.PrincipalArn,
+			PolicyArn:    pulumi.String(ClusterAdminPolicy),
+			AccessScope:  &awseks.AccessPolicyAssociationAccessScopeArgs{Type: pulumi.String("cluster")},
+		}, parent); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// tunnelKubeconfig points at the API tunnel's local end (scripts/api-tunnel.sh) and checks the
+// server certificate against the cluster's real host name, which the API server's certificate
+// carries; tokens come from `aws eks get-token`, as in pulumi-eks's own kubeconfig.
+func tunnelKubeconfig(cfg Config, cluster awseks.ClusterOutput) pulumi.StringOutput {
+	return pulumi.All(cluster.Name(), cluster.Endpoint(), cluster.CertificateAuthority().Data()).ApplyT(func(v []any) (string, error) {
+		name, endpoint := v[0].(string), v[1].(string)
+		ca, _ := v[2].(*string)
+		if ca == nil {
+			ca = new(string)
+		}
+		host := strings.TrimPrefix(endpoint, "https://")
+		kc := map[string]any{
+			"apiVersion": "v1", "kind": "Config",
+			"clusters": []any{map[string]any{"name": name, "cluster": map[string]any{
+				"server": "https://127.0.0.1:" + strconv.Itoa(cfg.ApiTunnelPort), "tls-server-name": host, "certificate-authority-data": *ca,
+			}}},
+			"contexts":        []any{map[string]any{"name": name, "context": map[string]any{"cluster": name, "user": name}}},
+			"current-context": name,
+			"users": []any{map[string]any{"name": name, "user": map[string]any{"exec": map[string]any{
+				"apiVersion": "client.authentication.k8s.io/v1beta1", "command": "aws",
+				"args": []any{"--region", cfg.Region, "eks", "get-token", "--cluster-name", name, "--output", "json"},
+			}}}},
+		}
+		b, err := json.Marshal(kc)
+		return string(b), err
+	}).(pulumi.StringOutput)
 }

@@ -30,11 +30,20 @@ type Config struct {
 	ClusterVersion       string
 	EndpointPublicAccess bool
 	PublicAccessCidrs    []string
-	NodeInstanceTypes    []string
-	NodeMinSize          int
-	NodeDesiredSize      int
-	NodeMaxSize          int
+	// KubeApiAccess is how `pulumi up` reaches the cluster's API: "tunnel" (through an SSM port
+	// forward to the private endpoint on 127.0.0.1:ApiTunnelPort) or "public" (the public endpoint,
+	// from an address in PublicAccessCidrs).
+	KubeApiAccess     string
+	ApiTunnelPort     int
+	ClusterAdminArns  []string // IAM roles or users given EKS cluster admin through access entries
+	NodeInstanceTypes []string
+	NodeMinSize       int
+	NodeDesiredSize   int
+	NodeMaxSize       int
 
+	// Workloads false holds back everything that talks to the Kubernetes API (the first deploy's
+	// first stage: infrastructure and registries before any image exists).
+	Workloads      bool
 	ImageTag       string
 	Replicas       int
 	Autoscaling    bool // HorizontalPodAutoscaler and PodDisruptionBudget per service
@@ -47,23 +56,78 @@ type Config struct {
 	DbDeletionProtection  bool
 	DbBackupRetentionDays int
 
-	ApiThrottleRate         float64
+	ApiThrottleRate         int
 	ApiThrottleBurst        int
-	OrdersThrottleRate      float64
+	OrdersThrottleRate      int
 	OrdersThrottleBurst     int
 	LogRetentionDays        int
 	EnableWaf               bool
 	WafRateLimit            int
 	ManageApiGatewayAccount bool
 
-	GithubRepository      string // owner/name allowed to deploy through GitHub OIDC; empty: no deploy role
-	GithubOidcProviderArn string // the account's GitHub OIDC provider; empty: the stack creates it
+	GithubRepository string // owner/name allowed to deploy through GitHub OIDC; empty: no deploy role
+	// GithubOidcProvider says which stack owns the account's one GitHub OIDC provider: "create"
+	// (this stack) or "existing" (look it up; another stack or tool created it).
+	GithubOidcProvider string
 
 	IstioVersion        string
 	LbControllerVersion string
 }
 
-var githubRepo = regexp.MustCompile(`^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$`)
+var (
+	githubRepo   = regexp.MustCompile(`^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$`)
+	principalArn = regexp.MustCompile(`^arn:aws[a-z-]*:iam::[0-9]{12}:(role|user)/[A-Za-z0-9+=,.@_/-]+$`)
+)
+
+// notPublic are address ranges that never appear as the source of a request to a public
+// endpoint: private, shared, loopback, link-local and the RFC 5737 documentation ranges.
+var notPublic = []netip.Prefix{
+	netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("172.16.0.0/12"), netip.MustParsePrefix("192.168.0.0/16"),
+	netip.MustParsePrefix("100.64.0.0/10"), netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("169.254.0.0/16"),
+	netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("203.0.113.0/24"),
+}
+
+// apiAccessErrors checks that the place `pulumi up` runs from can reach the cluster's API.
+func (c Config) apiAccessErrors() []string {
+	var errs []string
+	switch c.KubeApiAccess {
+	case "tunnel":
+		if c.ApiTunnelPort < 1024 || c.ApiTunnelPort > 65535 {
+			errs = append(errs, fmt.Sprintf("apiTunnelPort must be a local port from 1024 to 65535, got %d", c.ApiTunnelPort))
+		}
+	case "public":
+		if !c.EndpointPublicAccess {
+			errs = append(errs, "kubeApiAccess is public but endpointPublicAccess is false: nothing outside the VPC could reach the API; "+
+				"set endpointPublicAccess=true with publicAccessCidrs, or kubeApiAccess=tunnel")
+		}
+	default:
+		errs = append(errs, fmt.Sprintf("kubeApiAccess must be tunnel (SSM port forward to the private endpoint) or public, got %q", c.KubeApiAccess))
+	}
+	if c.EndpointPublicAccess && len(c.PublicAccessCidrs) == 0 {
+		errs = append(errs, "endpointPublicAccess is true but publicAccessCidrs is empty: EKS would open the API to 0.0.0.0/0; "+
+			"list the public addresses that may reach it, e.g. pulumi config set --path 'publicAccessCidrs[0]' <your address>/32")
+	}
+	if !c.EndpointPublicAccess && len(c.PublicAccessCidrs) > 0 {
+		errs = append(errs, "publicAccessCidrs is set but endpointPublicAccess is false")
+	}
+	for _, cidr := range c.PublicAccessCidrs {
+		p, err := netip.ParsePrefix(cidr)
+		switch {
+		case err != nil || !p.Addr().Is4() || p.Masked() != p:
+			errs = append(errs, fmt.Sprintf("publicAccessCidrs entries must be IPv4 CIDRs such as 198.18.7.10/32, got %q", cidr))
+		case p.Bits() < 8:
+			errs = append(errs, fmt.Sprintf("publicAccessCidrs entry %q is wider than /8: name the addresses pulumi up runs from", cidr))
+		default:
+			for _, np := range notPublic {
+				if np.Overlaps(p) {
+					errs = append(errs, fmt.Sprintf("publicAccessCidrs entry %q is not a public address range (it overlaps %s), so it can never reach a public endpoint", cidr, np))
+					break
+				}
+			}
+		}
+	}
+	return errs
+}
 
 // Services are the workloads the platform runs, the gateway first.
 var Services = []string{"gateway", "users", "products", "orders"}
@@ -87,9 +151,6 @@ func LoadConfig(ctx *pulumi.Context) (Config, error) {
 	num := func(dst *int) func(string) error {
 		return func(k string) (err error) { *dst, err = c.TryInt(k); return err }
 	}
-	flt := func(dst *float64) func(string) error {
-		return func(k string) (err error) { *dst, err = c.TryFloat64(k); return err }
-	}
 	flag := func(dst *bool) func(string) error {
 		return func(k string) (err error) { *dst, err = c.TryBool(k); return err }
 	}
@@ -106,10 +167,14 @@ func LoadConfig(ctx *pulumi.Context) (Config, error) {
 	try("clusterVersion", str(&cfg.ClusterVersion))
 	try("endpointPublicAccess", flag(&cfg.EndpointPublicAccess))
 	try("publicAccessCidrs", list(&cfg.PublicAccessCidrs))
+	try("kubeApiAccess", str(&cfg.KubeApiAccess))
+	try("apiTunnelPort", num(&cfg.ApiTunnelPort))
+	try("clusterAdminArns", list(&cfg.ClusterAdminArns))
 	try("nodeInstanceTypes", list(&cfg.NodeInstanceTypes))
 	try("nodeMinSize", num(&cfg.NodeMinSize))
 	try("nodeDesiredSize", num(&cfg.NodeDesiredSize))
 	try("nodeMaxSize", num(&cfg.NodeMaxSize))
+	try("workloads", flag(&cfg.Workloads))
 	try("imageTag", str(&cfg.ImageTag))
 	try("replicas", num(&cfg.Replicas))
 	try("autoscaling", flag(&cfg.Autoscaling))
@@ -120,16 +185,16 @@ func LoadConfig(ctx *pulumi.Context) (Config, error) {
 	try("dbMultiAz", flag(&cfg.DbMultiAz))
 	try("dbDeletionProtection", flag(&cfg.DbDeletionProtection))
 	try("dbBackupRetentionDays", num(&cfg.DbBackupRetentionDays))
-	try("apiThrottleRate", flt(&cfg.ApiThrottleRate))
+	try("apiThrottleRate", num(&cfg.ApiThrottleRate))
 	try("apiThrottleBurst", num(&cfg.ApiThrottleBurst))
-	try("ordersThrottleRate", flt(&cfg.OrdersThrottleRate))
+	try("ordersThrottleRate", num(&cfg.OrdersThrottleRate))
 	try("ordersThrottleBurst", num(&cfg.OrdersThrottleBurst))
 	try("logRetentionDays", num(&cfg.LogRetentionDays))
 	try("enableWaf", flag(&cfg.EnableWaf))
 	try("wafRateLimit", num(&cfg.WafRateLimit))
 	try("manageApiGatewayAccount", flag(&cfg.ManageApiGatewayAccount))
 	try("githubRepository", str(&cfg.GithubRepository))
-	try("githubOidcProviderArn", str(&cfg.GithubOidcProviderArn))
+	try("githubOidcProvider", str(&cfg.GithubOidcProvider))
 	try("istioVersion", str(&cfg.IstioVersion))
 	try("lbControllerVersion", str(&cfg.LbControllerVersion))
 	if len(errs) > 0 {
@@ -153,7 +218,9 @@ func (c Config) Validate() error {
 	bad(len(c.NodeInstanceTypes) > 0, "nodeInstanceTypes must name at least one instance type")
 	bad(c.NodeMinSize >= 1 && c.NodeMinSize <= c.NodeDesiredSize && c.NodeDesiredSize <= c.NodeMaxSize,
 		"node sizes must satisfy 1 <= nodeMinSize <= nodeDesiredSize <= nodeMaxSize, got %d/%d/%d", c.NodeMinSize, c.NodeDesiredSize, c.NodeMaxSize)
-	bad(c.ImageTag != "" && c.ImageTag != "latest", "imageTag must be a fixed tag (ECR tags are immutable), got %q", c.ImageTag)
+	bad(!c.Workloads || c.ImageTag != "", "imageTag is not set: the workloads need images in ECR; push them (make push) and set imageTag to their tag, "+
+		"or deploy with make deploy, which does both; workloads=false deploys the infrastructure alone")
+	bad(c.ImageTag != "latest", "imageTag must be a fixed tag (ECR tags are immutable), got %q", c.ImageTag)
 	bad(c.Replicas >= 1, "replicas must be at least 1, got %d", c.Replicas)
 	bad(!c.Autoscaling || c.HpaMaxReplicas >= c.Replicas, "hpaMaxReplicas (%d) must be at least replicas (%d)", c.HpaMaxReplicas, c.Replicas)
 	bad(c.EcrKeepImages >= 1, "ecrKeepImages must be at least 1")
@@ -164,18 +231,36 @@ func (c Config) Validate() error {
 	bad(c.OrdersThrottleRate > 0 && c.OrdersThrottleBurst > 0, "ordersThrottleRate and ordersThrottleBurst must be positive")
 	bad(slices.Contains(cloudWatchRetention, c.LogRetentionDays), "logRetentionDays must be one CloudWatch accepts (1, 3, 5, 7, 14, 30, 60, 90, …), got %d", c.LogRetentionDays)
 	bad(!c.EnableWaf || c.WafRateLimit >= 10, "wafRateLimit must be at least 10 requests per 5 minutes, got %d", c.WafRateLimit)
-	bad(c.EndpointPublicAccess || len(c.PublicAccessCidrs) == 0, "publicAccessCidrs is set but endpointPublicAccess is false")
-	for _, cidr := range c.PublicAccessCidrs {
-		_, err := netip.ParsePrefix(cidr)
-		bad(err == nil && cidr != "0.0.0.0/0", "publicAccessCidrs entries must be specific CIDRs (not 0.0.0.0/0), got %q", cidr)
-	}
+	errs = append(errs, c.apiAccessErrors()...)
 	bad(c.GithubRepository == "" || githubRepo.MatchString(c.GithubRepository), "githubRepository must be owner/name, got %q", c.GithubRepository)
-	bad(c.GithubOidcProviderArn == "" || strings.HasPrefix(c.GithubOidcProviderArn, "arn:aws:iam::"),
-		"githubOidcProviderArn must be an IAM OIDC provider ARN (arn:aws:iam::<account>:oidc-provider/token.actions.githubusercontent.com), got %q", c.GithubOidcProviderArn)
+	bad(c.GithubOidcProvider == "create" || c.GithubOidcProvider == "existing",
+		"githubOidcProvider must be create (this stack owns the account's GitHub OIDC provider) or existing (another stack does), got %q", c.GithubOidcProvider)
+	for _, arn := range c.ClusterAdminArns {
+		bad(!strings.HasSuffix(arn, ":role/"+c.Name("deploy")) || c.GithubRepository == "",
+			"clusterAdminArns lists the deploy role %q, which already gets an access entry; remove it", arn)
+		bad(principalArn.MatchString(arn), "clusterAdminArns entries must be IAM role or user ARNs (arn:aws:iam::<account>:role/<name>), got %q", arn)
+	}
+	bad(c.GithubRepository != "" || len(c.ClusterAdminArns) > 0,
+		"nobody but the principal that creates the cluster could reach it: set clusterAdminArns (your admin role) or githubRepository (the CI deploy role)")
 	if len(errs) > 0 {
 		return fmt.Errorf("stack configuration: %s", strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// AdminEntries names the access entries for ClusterAdminArns after the principal (the last part
+// of its ARN), so that reordering the list does not replace them.
+func (c Config) AdminEntries() map[string]string {
+	out := map[string]string{}
+	for _, arn := range c.ClusterAdminArns {
+		base := "admin-" + strings.ToLower(arn[strings.LastIndex(arn, "/")+1:])
+		name := base
+		for i := 2; out[name] != ""; i++ {
+			name = fmt.Sprintf("%s-%d", base, i)
+		}
+		out[name] = arn
+	}
+	return out
 }
 
 // Prod reports whether this is the production stack.

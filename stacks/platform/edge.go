@@ -210,7 +210,7 @@ func NewEdge(ctx *pulumi.Context, name string, args EdgeArgs, opts ...pulumi.Res
 		return nil, err
 	}
 	for path, limit := range map[string]struct {
-		rate  float64
+		rate  int
 		burst int
 	}{
 		"*/*":         {cfg.ApiThrottleRate, cfg.ApiThrottleBurst},
@@ -221,7 +221,7 @@ func NewEdge(ctx *pulumi.Context, name string, args EdgeArgs, opts ...pulumi.Res
 			StageName:  stage.StageName,
 			MethodPath: pulumi.String(path),
 			Settings: &apigateway.MethodSettingsSettingsArgs{
-				ThrottlingRateLimit:  pulumi.Float64(limit.rate),
+				ThrottlingRateLimit:  pulumi.Float64(float64(limit.rate)),
 				ThrottlingBurstLimit: pulumi.Int(limit.burst),
 				MetricsEnabled:       pulumi.Bool(true),
 				LoggingLevel:         pulumi.String("ERROR"),
@@ -234,7 +234,7 @@ func NewEdge(ctx *pulumi.Context, name string, args EdgeArgs, opts ...pulumi.Res
 		Name:      pulumi.String(cfg.Name("default")),
 		ApiStages: apigateway.UsagePlanApiStageArray{apigateway.UsagePlanApiStageArgs{ApiId: api.ID(), Stage: stage.StageName}},
 		ThrottleSettings: &apigateway.UsagePlanThrottleSettingsArgs{
-			RateLimit: pulumi.Float64(cfg.ApiThrottleRate), BurstLimit: pulumi.Int(cfg.ApiThrottleBurst),
+			RateLimit: pulumi.Float64(float64(cfg.ApiThrottleRate)), BurstLimit: pulumi.Int(cfg.ApiThrottleBurst),
 		},
 		Tags: cfg.Tags("usage-plan"),
 	}, parent); err != nil {

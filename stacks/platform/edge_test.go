@@ -45,7 +45,7 @@ func TestEdge(t *testing.T) {
 		for _, ms := range p.ByType("aws:apigateway/methodSettings:MethodSettings") {
 			path := ms.Inputs["methodPath"].(string)
 			throttled[path] = true
-			if path == "orders/POST" && (at(ms.Inputs, "settings.throttlingRateLimit") != cfg.OrdersThrottleRate ||
+			if path == "orders/POST" && (at(ms.Inputs, "settings.throttlingRateLimit") != float64(cfg.OrdersThrottleRate) ||
 				at(ms.Inputs, "settings.throttlingBurstLimit") != float64(cfg.OrdersThrottleBurst)) {
 				t.Errorf("POST /orders throttling = %v, want rate %v burst %d", ms.Inputs["settings"], cfg.OrdersThrottleRate, cfg.OrdersThrottleBurst)
 			}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -208,8 +209,10 @@ func TestDeploymentsAreHardened(t *testing.T) {
 				if c.Resources.Requests.Cpu().IsZero() || c.Resources.Limits.Memory().IsZero() {
 					t.Errorf("%s/%s lacks CPU requests or memory limits", r.Name, c.Name)
 				}
-				if !strings.Contains(c.Image, ".dkr.ecr.") || !strings.HasSuffix(c.Image, "/shopmesh/"+r.Name+":0.1.0") {
-					t.Errorf("%s/%s image = %s, want its ECR repository at imageTag", r.Name, c.Name, c.Image)
+				// The stack's own repository, at imageTag, pinned to the digest ECR reports for it.
+				if !pinnedImage.MatchString(c.Image) || !strings.Contains(c.Image, ".dkr.ecr.") ||
+					!strings.Contains(c.Image, "/shopmesh/"+p.Stack+"/"+r.Name+":"+testImageTag+"@sha256:") {
+					t.Errorf("%s/%s image = %s, want its ECR repository at imageTag, by digest", r.Name, c.Name, c.Image)
 				}
 			}
 		}
@@ -331,7 +334,7 @@ func TestLoadBalancerControllerRole(t *testing.T) {
 				oidc = r
 			}
 		}
-		if st.Action[0] != "sts:AssumeRoleWithWebIdentity" || st.Principal["Federated"][0] != fakeOutputs(&mocks{region: "eu-west-1"}, oidc.Type, oidc.Name, nil)["arn"] {
+		if st.Action[0] != "sts:AssumeRoleWithWebIdentity" || st.Principal["Federated"][0] != "arn:aws:iam::"+fakeAccount+":oidc-provider/"+strings.TrimPrefix(fmt.Sprint(oidc.Inputs["url"]), "https://") {
 			t.Errorf("trust statement = %+v, want web identity from the cluster's OIDC provider", st)
 		}
 		found := false
@@ -380,3 +383,5 @@ func TestRestrictedNamespaceRunsIstioInCNIMode(t *testing.T) {
 		}
 	})
 }
+
+var pinnedImage = regexp.MustCompile(`^[^@]+:[A-Za-z0-9_.-]+@sha256:[0-9a-f]{64}$`)

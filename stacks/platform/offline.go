@@ -1,11 +1,9 @@
 package platform
 
 import (
-	"encoding/json"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
-	"fmt"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -13,7 +11,6 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/tokens"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
-	"gopkg.in/yaml.v3"
 )
 
 // Resource is one resource the program declares, as the offline plan records it.
@@ -28,6 +25,10 @@ type Resource struct {
 	// StandIn marks a resource the harness registered in place of a remote component's
 	// child (pulumi-eks), so that the program's references to it resolve offline.
 	StandIn bool `json:"standIn,omitempty"`
+	// Dependencies and PropertyDependencies are the URNs the engine would wait for before
+	// creating this resource, as the program's RegisterResource call carries them.
+	Dependencies         []string            `json:"dependencies,omitempty"`
+	PropertyDependencies map[string][]string `json:"propertyDependencies,omitempty"`
 }
 
 // Plan is the program's resource graph for one stack, computed without AWS or the CLI.
@@ -36,6 +37,15 @@ type Plan struct {
 	Stack     string         `json:"stack"`
 	Resources []Resource     `json:"resources"`
 	Outputs   map[string]any `json:"outputs"`
+	// Invokes are the provider functions the program called (lookups such as aws:ecr/getImage),
+	// in the order the mocks answered them.
+	Invokes []Invoke `json:"invokes,omitempty"`
+}
+
+// Invoke is one provider function call.
+type Invoke struct {
+	Token string         `json:"token"`
+	Args  map[string]any `json:"args"`
 }
 
 // ByType returns the resources of type typ, in registration order.
@@ -58,78 +68,11 @@ func (p *Plan) Counts() map[string]int {
 	return counts
 }
 
-// StackConfig reads the configuration the Pulumi CLI would give the program for stack: the
-// defaults declared in Pulumi.yaml, overlaid with Pulumi.<stack>.yaml. dir is the folder that
-// holds them (the repository root).
-func StackConfig(dir, stack string) (project string, cfg map[string]string, err error) {
-	var proj struct {
-		Name   string `yaml:"name"`
-		Config map[string]struct {
-			Default any `yaml:"default"`
-		} `yaml:"config"`
-	}
-	if err := readYAML(filepath.Join(dir, "Pulumi.yaml"), &proj); err != nil {
-		return "", nil, err
-	}
-	cfg = map[string]string{}
-	for key, decl := range proj.Config {
-		if decl.Default != nil {
-			v, err := configValue(decl.Default)
-			if err != nil {
-				return "", nil, fmt.Errorf("default of %s in Pulumi.yaml: %w", key, err)
-			}
-			cfg[qualify(proj.Name, key)] = v
-		}
-	}
-	var st struct {
-		Config map[string]any `yaml:"config"`
-	}
-	if err := readYAML(filepath.Join(dir, "Pulumi."+stack+".yaml"), &st); err != nil {
-		return "", nil, err
-	}
-	for key, val := range st.Config {
-		v, err := configValue(val)
-		if err != nil {
-			return "", nil, fmt.Errorf("%s in Pulumi.%s.yaml: %w", key, stack, err)
-		}
-		cfg[qualify(proj.Name, key)] = v
-	}
-	return proj.Name, cfg, nil
-}
-
-func readYAML(path string, v any) error {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	if err := yaml.Unmarshal(data, v); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	return nil
-}
-
-// qualify gives a key its namespace; unqualified keys belong to the project.
-func qualify(project, key string) string {
-	if strings.Contains(key, ":") {
-		return key
-	}
-	return project + ":" + key
-}
-
-// configValue renders a YAML value as the Pulumi CLI passes config: strings as they are,
-// everything else as JSON.
-func configValue(v any) (string, error) {
-	if s, ok := v.(string); ok {
-		return s, nil
-	}
-	b, err := json.Marshal(v)
-	return string(b), err
-}
-
-// PlanStack runs program offline for one stack with the configuration in dir and returns
-// every resource it declares, with its inputs.
-func PlanStack(dir, stack string, program func(*pulumi.Context) (map[string]pulumi.Input, error)) (*Plan, error) {
-	project, cfg, err := StackConfig(dir, stack)
+// PlanStack runs program offline for one stack with the configuration in dir (plus overrides,
+// as `pulumi preview --config key=value` gives them) and returns every resource it declares,
+// with its inputs and dependencies.
+func PlanStack(dir, stack string, overrides map[string]string, program func(*pulumi.Context) (map[string]pulumi.Input, error)) (*Plan, error) {
+	project, cfg, err := StackConfig(dir, stack, overrides)
 	if err != nil {
 		return nil, err
 	}
@@ -156,6 +99,7 @@ func PlanStack(dir, stack string, program func(*pulumi.Context) (map[string]pulu
 		return nil, err
 	}
 	plan.Resources = m.resources()
+	plan.Invokes = m.invokes()
 	if len(m.errs) > 0 {
 		return nil, errors.Join(m.errs...)
 	}
@@ -169,7 +113,14 @@ type mocks struct {
 
 	mu      sync.Mutex
 	records []Resource
+	calls   []Invoke
 	errs    []error
+}
+
+func (m *mocks) invokes() []Invoke {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]Invoke(nil), m.calls...)
 }
 
 func (m *mocks) resources() []Resource {
@@ -195,18 +146,21 @@ func (m *mocks) urn(parent, typ, name string) string {
 }
 
 func (m *mocks) NewResource(args pulumi.MockResourceArgs) (string, resource.PropertyMap, error) {
-	parent := ""
-	if args.RegisterRPC != nil {
-		parent = args.RegisterRPC.GetParent()
+	r := Resource{Type: args.TypeToken, Name: args.Name, Provider: args.Provider, Inputs: plainMap(args.Inputs)}
+	if rpc := args.RegisterRPC; rpc != nil {
+		r.Parent = rpc.GetParent()
+		r.Dependencies = rpc.GetDependencies()
+		for prop, deps := range rpc.GetPropertyDependencies() {
+			if urns := deps.GetUrns(); len(urns) > 0 {
+				if r.PropertyDependencies == nil {
+					r.PropertyDependencies = map[string][]string{}
+				}
+				r.PropertyDependencies[prop] = urns
+			}
+		}
 	}
-	m.record(Resource{
-		URN:      m.urn(parent, args.TypeToken, args.Name),
-		Type:     args.TypeToken,
-		Name:     args.Name,
-		Parent:   parent,
-		Provider: args.Provider,
-		Inputs:   plainMap(args.Inputs),
-	})
+	r.URN = m.urn(r.Parent, args.TypeToken, args.Name)
+	m.record(r)
 	id := args.Name + "-id"
 	state := args.Inputs.Copy()
 	for k, v := range fakeOutputs(m, args.TypeToken, args.Name, args.Inputs) {
@@ -225,6 +179,9 @@ func (m *mocks) NewResource(args pulumi.MockResourceArgs) (string, resource.Prop
 }
 
 func (m *mocks) Call(args pulumi.MockCallArgs) (resource.PropertyMap, error) {
+	m.mu.Lock()
+	m.calls = append(m.calls, Invoke{Token: args.Token, Args: plainMap(args.Args)})
+	m.mu.Unlock()
 	switch args.Token {
 	case "aws:index/getAvailabilityZones:getAvailabilityZones":
 		names := []any{m.region + "a", m.region + "b", m.region + "c"}
@@ -239,6 +196,18 @@ func (m *mocks) Call(args pulumi.MockCallArgs) (resource.PropertyMap, error) {
 			return nil, err
 		}
 		return resource.NewPropertyMapFromMap(map[string]any{"json": doc, "minifiedJson": doc}), nil
+	case "aws:iam/getOpenIdConnectProvider:getOpenIdConnectProvider":
+		url := strings.TrimPrefix(str(args.Args, "url"), "https://")
+		return resource.NewPropertyMapFromMap(map[string]any{"arn": "arn:aws:iam::" + fakeAccount + ":oidc-provider/" + url, "url": url}), nil
+	case "aws:ssm/getParameter:getParameter":
+		return resource.NewPropertyMapFromMap(map[string]any{"name": str(args.Args, "name"), "value": "ami-0123456789abcdef0", "type": "String"}), nil
+	case "aws:ecr/getImage:getImage":
+		// A pushed image's digest: deterministic per repository and tag.
+		sum := sha256.Sum256([]byte(str(args.Args, "repositoryName") + ":" + str(args.Args, "imageTag")))
+		return resource.NewPropertyMapFromMap(map[string]any{
+			"imageDigest": "sha256:" + hex.EncodeToString(sum[:]), "imageTag": str(args.Args, "imageTag"),
+			"repositoryName": str(args.Args, "repositoryName"),
+		}), nil
 	case "aws:secretsmanager/getSecretVersion:getSecretVersion":
 		return resource.NewPropertyMapFromMap(map[string]any{
 			"secretString": `{"username":"shopmesh","password":"offline-placeholder"}`,

@@ -32,6 +32,8 @@ func fakeOutputs(m *mocks, typ, name string, in resource.PropertyMap) map[string
 	switch typ {
 	case "aws:iam/role:Role":
 		out["arn"], out["name"] = "arn:aws:iam::"+fakeAccount+":role/"+name, name
+	case "aws:iam/openIdConnectProvider:OpenIdConnectProvider":
+		out["arn"] = "arn:aws:iam::" + fakeAccount + ":oidc-provider/" + strings.TrimPrefix(str(in, "url"), "https://")
 	case "aws:kms/key:Key":
 		out["keyId"] = name + "-key-id"
 	case "aws:cloudwatch/logGroup:LogGroup":
@@ -54,6 +56,8 @@ func fakeOutputs(m *mocks, typ, name string, in resource.PropertyMap) map[string
 		}
 		vpc["clusterSecurityGroupId"] = "sg-" + name + "-cluster"
 		out["vpcConfig"] = vpc
+		out["endpoint"] = fmt.Sprintf("https://0123456789ABCDEF0123456789ABCDEF.gr7.%s.eks.amazonaws.com", m.region)
+		out["certificateAuthority"] = map[string]any{"data": "T0ZGTElORQ=="}
 	case "aws:apigateway/restApi:RestApi":
 		out["rootResourceId"] = name + "-root"
 		out["executionArn"] = fmt.Sprintf("arn:aws:execute-api:%s:%s:%s-id", m.region, fakeAccount, name)

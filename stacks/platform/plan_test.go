@@ -10,6 +10,9 @@ import (
 	"testing"
 )
 
+// testImageTag is the imageTag the tests deploy, as make deploy passes the pushed commit's tag.
+const testImageTag = "3f2a9c1e"
+
 // Both stacks are planned once per test binary; every test reads the recorded graph.
 var (
 	planOnce sync.Once
@@ -22,7 +25,7 @@ func planFor(t *testing.T, stack string) *Plan {
 	planOnce.Do(func() {
 		plans = map[string]*Plan{}
 		for _, s := range []string{"dev", "prod"} {
-			p, err := PlanStack("../..", s, Program)
+			p, err := PlanStack("../..", s, map[string]string{"imageTag": testImageTag}, Program)
 			if err != nil {
 				planErr = fmt.Errorf("plan %s: %w", s, err)
 				return
@@ -39,7 +42,7 @@ func planFor(t *testing.T, stack string) *Plan {
 // stackConfig is what the stack's YAML says, for computing expectations.
 func stackConfig(t *testing.T, stack string) Config {
 	t.Helper()
-	_, raw, err := StackConfig("../..", stack)
+	_, raw, err := StackConfig("../..", stack, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,12 +54,10 @@ func stackConfig(t *testing.T, stack string) Config {
 		}
 		return n
 	}
-	var f float64
-	fmt.Sscan(get("ordersThrottleRate"), &f)
-	return Config{Environment: get("environment"), AzCount: atoi("azCount"), NatPerAz: get("natPerAz") == "true",
+	return Config{Environment: get("environment"), GithubOidcProvider: get("githubOidcProvider"), AzCount: atoi("azCount"), NatPerAz: get("natPerAz") == "true",
 		EndpointPublicAccess: get("endpointPublicAccess") == "true", Replicas: atoi("replicas"), Autoscaling: get("autoscaling") == "true",
 		DbMultiAz: get("dbMultiAz") == "true", DbDeletionProtection: get("dbDeletionProtection") == "true",
-		OrdersThrottleRate: f, OrdersThrottleBurst: atoi("ordersThrottleBurst"), EcrKeepImages: atoi("ecrKeepImages"),
+		OrdersThrottleRate: atoi("ordersThrottleRate"), OrdersThrottleBurst: atoi("ordersThrottleBurst"), EcrKeepImages: atoi("ecrKeepImages"),
 		EnableWaf: get("enableWaf") == "true", LogRetentionDays: atoi("logRetentionDays"), DbBackupRetentionDays: atoi("dbBackupRetentionDays")}
 }
 
@@ -68,6 +69,18 @@ func one(t *testing.T, p *Plan, typ string) Resource {
 		t.Fatalf("%s: %d resources of type %s, want 1", p.Stack, len(rs), typ)
 	}
 	return rs[0]
+}
+
+// named returns the resource of typ called name, failing when there is none.
+func named(t *testing.T, p *Plan, typ, name string) Resource {
+	t.Helper()
+	for _, r := range p.ByType(typ) {
+		if r.Name == name {
+			return r
+		}
+	}
+	t.Fatalf("%s: no %s named %s", p.Stack, typ, name)
+	return Resource{}
 }
 
 // at reads a nested input by a dotted path ("vpcConfig.subnetIds", "items.0.name").
@@ -130,25 +143,30 @@ func TestInventory(t *testing.T) {
 			nats = cfg.AzCount
 		}
 		want := map[string]int{
-			"shopmesh:network:Network":                            1,
-			"aws:ec2/vpc:Vpc":                                     1,
-			"aws:ec2/subnet:Subnet":                               2 * cfg.AzCount,
-			"aws:ec2/internetGateway:InternetGateway":             1,
-			"aws:ec2/natGateway:NatGateway":                       nats,
-			"aws:ec2/eip:Eip":                                     nats,
-			"aws:ec2/routeTable:RouteTable":                       1 + cfg.AzCount,
-			"aws:ec2/routeTableAssociation:RouteTableAssociation": 2 * cfg.AzCount,
-			"shopmesh:registry:Registry":                          1,
-			"aws:ecr/repository:Repository":                       len(Services),
-			"aws:ecr/lifecyclePolicy:LifecyclePolicy":             len(Services),
-			"shopmesh:cluster:Cluster":                            1,
-			"eks:index:Cluster":                                   1,
-			"eks:index:ManagedNodeGroup":                          1,
-			"aws:ec2/launchTemplate:LaunchTemplate":               1,
-			"pulumi:providers:kubernetes":                         1,
-			"shopmesh:database:Database":                          1,
-			"aws:rds/instance:Instance":                           1,
-			"aws:rds/subnetGroup:SubnetGroup":                     1,
+			"shopmesh:network:Network":                                1,
+			"aws:ec2/vpc:Vpc":                                         1,
+			"aws:ec2/subnet:Subnet":                                   2 * cfg.AzCount,
+			"aws:ec2/internetGateway:InternetGateway":                 1,
+			"aws:ec2/natGateway:NatGateway":                           nats,
+			"aws:ec2/eip:Eip":                                         nats,
+			"aws:ec2/routeTable:RouteTable":                           1 + cfg.AzCount,
+			"aws:ec2/routeTableAssociation:RouteTableAssociation":     2 * cfg.AzCount,
+			"shopmesh:registry:Registry":                              1,
+			"aws:ecr/repository:Repository":                           len(Services),
+			"aws:ecr/lifecyclePolicy:LifecyclePolicy":                 len(Services),
+			"shopmesh:cluster:Cluster":                                1,
+			"eks:index:Cluster":                                       1,
+			"eks:index:ManagedNodeGroup":                              1,
+			"aws:ec2/launchTemplate:LaunchTemplate":                   1,
+			"pulumi:providers:kubernetes":                             1,
+			"aws:eks/addon:Addon":                                     1, // vpc-cni
+			"aws:eks/accessEntry:AccessEntry":                         1 + len(cfg.ClusterAdminArns),
+			"aws:eks/accessPolicyAssociation:AccessPolicyAssociation": 1 + len(cfg.ClusterAdminArns),
+			"shopmesh:access:ApiTunnel":                               1,
+			"aws:ec2/instance:Instance":                               1,
+			"shopmesh:database:Database":                              1,
+			"aws:rds/instance:Instance":                               1,
+			"aws:rds/subnetGroup:SubnetGroup":                         1,
 		}
 		perService := map[string]int{
 			"kubernetes:apps/v1:Deployment": 1, "kubernetes:core/v1:Service": 1, "kubernetes:core/v1:ServiceAccount": 1,
@@ -323,7 +341,7 @@ func TestDatabase(t *testing.T) {
 		if got := sorted(group.Inputs["subnetIds"]); !reflect.DeepEqual(got, privateSubnetIDs(p)) {
 			t.Errorf("db subnet group = %v, want the private subnets", got)
 		}
-		sg := one(t, p, "aws:ec2/securityGroup:SecurityGroup")
+		sg := named(t, p, "aws:ec2/securityGroup:SecurityGroup", "database")
 		ingress, _ := sg.Inputs["ingress"].([]any)
 		if len(ingress) != 1 || at(ingress[0], "fromPort") != float64(5432) || at(ingress[0], "cidrBlocks") != nil ||
 			!reflect.DeepEqual(asStrings(at(ingress[0], "securityGroups")), []string{"sg-shopmesh-" + p.Stack + "-eks-cluster"}) {
@@ -373,7 +391,7 @@ func TestDevAndProdDiffer(t *testing.T) {
 	}{
 		{"subnets", len(dev.ByType("aws:ec2/subnet:Subnet")), len(prod.ByType("aws:ec2/subnet:Subnet"))},
 		{"NAT gateways", len(dev.ByType("aws:ec2/natGateway:NatGateway")), len(prod.ByType("aws:ec2/natGateway:NatGateway"))},
-		{"public endpoint", one(t, dev, "eks:index:Cluster").Inputs["endpointPublicAccess"], one(t, prod, "eks:index:Cluster").Inputs["endpointPublicAccess"]},
+		{"GitHub OIDC provider owner", len(dev.ByType("aws:iam/openIdConnectProvider:OpenIdConnectProvider")), len(prod.ByType("aws:iam/openIdConnectProvider:OpenIdConnectProvider"))},
 		{"node types", fmt.Sprint(one(t, dev, "eks:index:ManagedNodeGroup").Inputs["instanceTypes"]), fmt.Sprint(one(t, prod, "eks:index:ManagedNodeGroup").Inputs["instanceTypes"])},
 		{"node max", at(one(t, dev, "eks:index:ManagedNodeGroup").Inputs, "scalingConfig.maxSize"), at(one(t, prod, "eks:index:ManagedNodeGroup").Inputs, "scalingConfig.maxSize")},
 		{"RDS class", one(t, dev, "aws:rds/instance:Instance").Inputs["instanceClass"], one(t, prod, "aws:rds/instance:Instance").Inputs["instanceClass"]},
@@ -388,12 +406,28 @@ func TestDevAndProdDiffer(t *testing.T) {
 }
 
 func TestConfigValidation(t *testing.T) {
-	good := Config{Environment: "dev", VpcCidr: "10.0.0.0/16", AzCount: 2, NodeInstanceTypes: []string{"t3.large"},
+	good := Config{Project: "shopmesh", Stack: "dev", Environment: "dev", VpcCidr: "10.0.0.0/16", AzCount: 2, NodeInstanceTypes: []string{"t3.large"},
+		KubeApiAccess: "tunnel", ApiTunnelPort: 8443, GithubRepository: "acme/shop", GithubOidcProvider: "create", Workloads: true,
 		NodeMinSize: 1, NodeDesiredSize: 1, NodeMaxSize: 2, ImageTag: "0.1.0", Replicas: 1, EcrKeepImages: 5,
 		DbInstanceClass: "db.t4g.micro", DbAllocatedStorage: 20, DbBackupRetentionDays: 1, ApiThrottleRate: 1,
 		ApiThrottleBurst: 1, OrdersThrottleRate: 1, OrdersThrottleBurst: 1, LogRetentionDays: 7}
 	if err := good.Validate(); err != nil {
 		t.Fatalf("valid config refused: %v", err)
+	}
+	for _, ok := range []func(*Config){
+		func(c *Config) { c.Workloads, c.ImageTag = false, "" }, // the first stage: no images yet
+		func(c *Config) {
+			c.KubeApiAccess, c.EndpointPublicAccess, c.PublicAccessCidrs = "public", true, []string{"198.18.7.10/32", "52.94.0.0/22"}
+		},
+		func(c *Config) {
+			c.GithubRepository, c.ClusterAdminArns = "", []string{"arn:aws:iam::123456789012:role/aws-reserved/sso.amazonaws.com/Admin"}
+		},
+	} {
+		c := good
+		ok(&c)
+		if err := c.Validate(); err != nil {
+			t.Errorf("valid config %+v refused: %v", c, err)
+		}
 	}
 	tests := []struct {
 		name string
@@ -406,7 +440,20 @@ func TestConfigValidation(t *testing.T) {
 		{"node sizes", func(c *Config) { c.NodeDesiredSize = 5 }, "nodeMinSize <= nodeDesiredSize"},
 		{"latest tag", func(c *Config) { c.ImageTag = "latest" }, "imageTag"},
 		{"retention", func(c *Config) { c.LogRetentionDays = 10 }, "logRetentionDays"},
-		{"open endpoint", func(c *Config) { c.EndpointPublicAccess, c.PublicAccessCidrs = true, []string{"0.0.0.0/0"} }, "0.0.0.0/0"},
+		{"open endpoint", func(c *Config) { c.EndpointPublicAccess, c.PublicAccessCidrs = true, []string{"0.0.0.0/0"} }, "wider than /8"},
+		{"public endpoint without CIDRs", func(c *Config) { c.EndpointPublicAccess = true }, "publicAccessCidrs is empty"},
+		{"documentation range", func(c *Config) { c.EndpointPublicAccess, c.PublicAccessCidrs = true, []string{"203.0.113.0/24"} }, "not a public address range"},
+		{"private range on a public endpoint", func(c *Config) { c.EndpointPublicAccess, c.PublicAccessCidrs = true, []string{"10.1.0.0/16"} }, "not a public address range"},
+		{"host bits", func(c *Config) { c.EndpointPublicAccess, c.PublicAccessCidrs = true, []string{"198.18.7.10/24"} }, "IPv4 CIDRs"},
+		{"CIDRs without a public endpoint", func(c *Config) { c.PublicAccessCidrs = []string{"198.18.7.10/32"} }, "endpointPublicAccess is false"},
+		{"public access to a private-only endpoint", func(c *Config) { c.KubeApiAccess = "public" }, "nothing outside the VPC could reach the API"},
+		{"unknown access", func(c *Config) { c.KubeApiAccess = "vpn" }, "kubeApiAccess must be"},
+		{"tunnel port", func(c *Config) { c.ApiTunnelPort = 443 }, "apiTunnelPort"},
+		{"no image for the workloads", func(c *Config) { c.ImageTag = "" }, "imageTag is not set"},
+		{"OIDC ownership", func(c *Config) { c.GithubOidcProvider = "" }, "githubOidcProvider"},
+		{"admin ARN", func(c *Config) { c.ClusterAdminArns = []string{"admin"} }, "clusterAdminArns entries"},
+		{"deploy role listed as admin", func(c *Config) { c.ClusterAdminArns = []string{"arn:aws:iam::123456789012:role/shopmesh-dev-deploy"} }, "lists the deploy role"},
+		{"nobody could reach the cluster", func(c *Config) { c.GithubRepository = "" }, "nobody but the principal"},
 	}
 	for _, tt := range tests {
 		c := good
@@ -431,10 +478,16 @@ func TestDeployRole(t *testing.T) {
 				provider = r
 			}
 		}
-		if role.URN == "" || provider.Inputs["url"] != "https://"+GithubOIDCIssuer || !strings.Contains(role.Parent, "shopmesh:ci:DeployRole") {
-			t.Fatalf("%s: deploy role %+v, provider %+v", stack, role, provider)
+		// dev owns the account's GitHub OIDC provider; prod looks it up (one per URL per account).
+		cfg := stackConfig(t, stack)
+		if cfg.GithubOidcProvider == "create" && provider.Inputs["url"] != GithubOIDCURL || cfg.GithubOidcProvider == "existing" && provider.URN != "" ||
+			role.URN == "" || !strings.Contains(role.Parent, "shopmesh:ci:DeployRole") {
+			t.Fatalf("%s (githubOidcProvider %s): deploy role %+v, provider %+v", stack, cfg.GithubOidcProvider, role, provider)
 		}
 		st := trustStatement(t, role)
+		if fed := st.Principal["Federated"]; len(fed) != 1 || !strings.HasSuffix(fed[0], ":oidc-provider/"+GithubOIDCIssuer) && fed[0] != "ci-github-id" {
+			t.Errorf("%s: trusted principal %v, want the GitHub OIDC provider", stack, fed)
+		}
 		subs := st.Condition["StringEquals"][GithubOIDCIssuer+":sub"]
 		want := []string{"repo:shopmesh/shopmesh:environment:" + stack, "repo:shopmesh/shopmesh:environment:preview-" + stack}
 		if st.Action[0] != "sts:AssumeRoleWithWebIdentity" || strings.Join(subs, ",") != strings.Join(want, ",") ||

@@ -23,7 +23,21 @@ func Program(ctx *pulumi.Context) (map[string]pulumi.Input, error) {
 	if err != nil {
 		return nil, err
 	}
-	cluster, err := NewCluster(ctx, "cluster", ClusterArgs{Config: cfg, Name: clusterName, Network: network})
+	outputs := map[string]pulumi.Input{}
+	// The deploy role comes before the cluster: it gets an access entry.
+	admins := map[string]pulumi.StringInput{}
+	if cfg.GithubRepository != "" {
+		role, err := NewDeployRole(ctx, "ci", DeployRoleArgs{Config: cfg})
+		if err != nil {
+			return nil, err
+		}
+		admins["deploy"] = role.Arn
+		outputs["deployRoleArn"] = role.Arn // the AWS_ROLE_ARN variable of the stack's GitHub environments
+	}
+	for name, arn := range cfg.AdminEntries() {
+		admins[name] = pulumi.String(arn)
+	}
+	cluster, err := NewCluster(ctx, "cluster", ClusterArgs{Config: cfg, Name: clusterName, Network: network, Admins: admins})
 	if err != nil {
 		return nil, err
 	}
@@ -31,41 +45,42 @@ func Program(ctx *pulumi.Context) (map[string]pulumi.Input, error) {
 	if err != nil {
 		return nil, err
 	}
-
 	edge, err := NewEdge(ctx, "edge", EdgeArgs{Config: cfg, Network: network, Cluster: cluster})
 	if err != nil {
 		return nil, err
 	}
-	mesh, err := NewMesh(ctx, "mesh", MeshArgs{Config: cfg, Provider: cluster.Provider, Namespace: Namespace})
-	if err != nil {
-		return nil, err
+	if cfg.KubeApiAccess == "tunnel" {
+		tunnel, err := NewApiTunnel(ctx, "api-tunnel", ApiTunnelArgs{Config: cfg, Network: network, ClusterSecurityGroupID: cluster.SecurityGroupID})
+		if err != nil {
+			return nil, err
+		}
+		outputs["apiTunnelInstanceId"] = tunnel.InstanceID // scripts/api-tunnel.sh
 	}
-	if _, err := NewWorkloads(ctx, "workloads", WorkloadsArgs{
-		Config: cfg, Provider: cluster.Provider, Mesh: mesh, Network: network, Cluster: cluster,
-		Registry: registry, Database: database, TargetGroupArn: edge.TargetGroupArn,
-	}); err != nil {
-		return nil, err
+	if cfg.Workloads {
+		mesh, err := NewMesh(ctx, "mesh", MeshArgs{Config: cfg, Provider: cluster.Provider, Namespace: Namespace})
+		if err != nil {
+			return nil, err
+		}
+		if _, err := NewWorkloads(ctx, "workloads", WorkloadsArgs{
+			Config: cfg, Provider: cluster.Provider, Mesh: mesh, Network: network, Cluster: cluster,
+			Registry: registry, Database: database, TargetGroupArn: edge.TargetGroupArn,
+		}); err != nil {
+			return nil, err
+		}
+		outputs["imageTag"] = pulumi.String(cfg.ImageTag) // what is deployed: CI previews with it
 	}
 
 	repos := pulumi.StringMap{}
 	for svc, url := range registry.RepositoryURLs {
 		repos[svc] = url
 	}
-	outputs := map[string]pulumi.Input{
-		"clusterName":      cluster.Name,
-		"kubeconfig":       cluster.Kubeconfig,
-		"repositoryUrls":   repos,
-		"databaseEndpoint": database.Address,
-		"apiUrl":           edge.ApiURL,
-		"nlbDnsName":       edge.NlbDNSName,
-	}
-	if cfg.GithubRepository != "" {
-		role, err := NewDeployRole(ctx, "ci", DeployRoleArgs{Config: cfg})
-		if err != nil {
-			return nil, err
-		}
-		outputs["deployRoleArn"] = role.Arn // the AWS_ROLE_ARN variable of the stack's GitHub environments
-	}
+	outputs["clusterName"] = cluster.Name
+	outputs["clusterEndpoint"] = cluster.Endpoint
+	outputs["kubeconfig"] = cluster.Kubeconfig
+	outputs["repositoryUrls"] = repos
+	outputs["databaseEndpoint"] = database.Address
+	outputs["apiUrl"] = edge.ApiURL
+	outputs["nlbDnsName"] = edge.NlbDNSName
 	return outputs, nil
 }
 

@@ -12,7 +12,8 @@ import (
 type Registry struct {
 	pulumi.ResourceState
 
-	RepositoryURLs map[string]pulumi.StringOutput
+	RepositoryURLs  map[string]pulumi.StringOutput
+	RepositoryNames map[string]pulumi.StringOutput
 }
 
 // RegistryArgs configures a Registry.
@@ -24,7 +25,7 @@ type RegistryArgs struct {
 // NewRegistry creates the repositories: scanned on push, immutable tags, KMS-encrypted, and
 // pruned to the newest cfg.EcrKeepImages images.
 func NewRegistry(ctx *pulumi.Context, name string, args RegistryArgs, opts ...pulumi.ResourceOption) (*Registry, error) {
-	r := &Registry{RepositoryURLs: map[string]pulumi.StringOutput{}}
+	r := &Registry{RepositoryURLs: map[string]pulumi.StringOutput{}, RepositoryNames: map[string]pulumi.StringOutput{}}
 	if err := ctx.RegisterComponentResource("shopmesh:registry:Registry", name, r, opts...); err != nil {
 		return nil, err
 	}
@@ -44,7 +45,8 @@ func NewRegistry(ctx *pulumi.Context, name string, args RegistryArgs, opts ...pu
 	outputs := pulumi.Map{}
 	for _, svc := range args.Services {
 		repo, err := ecr.NewRepository(ctx, svc, &ecr.RepositoryArgs{
-			Name:                       pulumi.String(cfg.Project + "/" + svc),
+			// Repository names are unique per account and region: the stack is part of the name.
+			Name:                       pulumi.String(RepositoryName(cfg, svc)),
 			ImageTagMutability:         pulumi.String("IMMUTABLE"),
 			ImageScanningConfiguration: &ecr.RepositoryImageScanningConfigurationArgs{ScanOnPush: pulumi.Bool(true)},
 			EncryptionConfigurations: ecr.RepositoryEncryptionConfigurationArray{ecr.RepositoryEncryptionConfigurationArgs{
@@ -63,6 +65,7 @@ func NewRegistry(ctx *pulumi.Context, name string, args RegistryArgs, opts ...pu
 			return nil, err
 		}
 		r.RepositoryURLs[svc] = repo.RepositoryUrl
+		r.RepositoryNames[svc] = repo.Name
 		outputs[svc] = repo.RepositoryUrl
 	}
 	if err := ctx.RegisterResourceOutputs(r, pulumi.Map{"repositoryUrls": outputs}); err != nil {
@@ -70,6 +73,9 @@ func NewRegistry(ctx *pulumi.Context, name string, args RegistryArgs, opts ...pu
 	}
 	return r, nil
 }
+
+// RepositoryName is the ECR repository of a service in this stack: <project>/<stack>/<service>.
+func RepositoryName(cfg Config, svc string) string { return cfg.Project + "/" + cfg.Stack + "/" + svc }
 
 // lifecyclePolicy keeps the newest keep images of any tag.
 func lifecyclePolicy(keep int) (string, error) {

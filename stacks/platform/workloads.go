@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/ecr"
 	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/iam"
 	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/secretsmanager"
 	"github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes"
@@ -39,11 +40,6 @@ type WorkloadsArgs struct {
 	Database       *Database
 	TargetGroupArn pulumi.StringOutput
 }
-
-// UsersSigningKeySecret is the Secret (key signing.pem) that holds the users service's Ed25519
-// signing key. It is created once per cluster, outside Pulumi, so that the key never enters
-// Pulumi state and every users replica signs with the same key (README: Deploying).
-const UsersSigningKeySecret = "users-jwt-signing-key"
 
 // dataServices keep data in PostgreSQL, each in its own schema.
 var dataServices = map[string]bool{"users": true, "products": true, "orders": true}
@@ -95,7 +91,7 @@ func NewWorkloads(ctx *pulumi.Context, name string, args WorkloadsArgs, opts ...
 		}
 		deployment, err := appsv1.NewDeployment(ctx, svc, &appsv1.DeploymentArgs{
 			Metadata: meta(svc, labels),
-			Spec:     deploymentSpec(cfg, svc, labels, sa, cm, dbSecret, args.Registry.RepositoryURLs[svc]),
+			Spec:     deploymentSpec(cfg, svc, labels, sa, cm, dbSecret, imageRef(ctx, cfg, args.Registry, svc, parent)),
 		}, k8s...)
 		if err != nil {
 			return nil, err
@@ -151,8 +147,6 @@ func serviceEnv(cfg Config, ns, svc string) pulumi.StringMap {
 		env["DATABASE_SCHEMA"] = pulumi.String(svc)
 	}
 	switch svc {
-	case "users":
-		env["JWT_SIGNING_KEY_FILE"] = pulumi.String("/etc/shopmesh/jwt/signing.pem")
 	case "products":
 		env["SEED_DEMO_CATALOG"] = pulumi.String(strconv.FormatBool(!cfg.Prod()))
 	case "orders":
@@ -163,8 +157,18 @@ func serviceEnv(cfg Config, ns, svc string) pulumi.StringMap {
 	return env
 }
 
+// imageRef is the service's image at imageTag, pinned to the digest ECR holds for that tag. The
+// lookup fails the preview when the tag was never pushed ("The image with imageId … does not
+// exist"), instead of a Deployment that waits ten minutes for an image that cannot be pulled.
+func imageRef(ctx *pulumi.Context, cfg Config, registry *Registry, svc string, parent pulumi.ResourceOrInvokeOption) pulumi.StringOutput {
+	image := ecr.GetImageOutput(ctx, ecr.GetImageOutputArgs{
+		RepositoryName: registry.RepositoryNames[svc], ImageTag: pulumi.String(cfg.ImageTag),
+	}, parent)
+	return pulumi.Sprintf("%s:%s@%s", registry.RepositoryURLs[svc], cfg.ImageTag, image.ImageDigest())
+}
+
 func deploymentSpec(cfg Config, svc string, labels pulumi.StringMap, sa *corev1.ServiceAccount, cm *corev1.ConfigMap,
-	dbSecret *corev1.Secret, repo pulumi.StringOutput) *appsv1.DeploymentSpecArgs {
+	dbSecret *corev1.Secret, image pulumi.StringOutput) *appsv1.DeploymentSpecArgs {
 	probe := func(path string, initial int) *corev1.ProbeArgs {
 		return &corev1.ProbeArgs{
 			HttpGet:             &corev1.HTTPGetActionArgs{Path: pulumi.String(path), Port: pulumi.Int(ContainerPort)},
@@ -179,12 +183,6 @@ func deploymentSpec(cfg Config, svc string, labels pulumi.StringMap, sa *corev1.
 	}
 	mounts := corev1.VolumeMountArray{corev1.VolumeMountArgs{Name: pulumi.String("tmp"), MountPath: pulumi.String("/tmp")}}
 	volumes := corev1.VolumeArray{corev1.VolumeArgs{Name: pulumi.String("tmp"), EmptyDir: &corev1.EmptyDirVolumeSourceArgs{SizeLimit: pulumi.String("64Mi")}}}
-	if svc == "users" {
-		mounts = append(mounts, corev1.VolumeMountArgs{Name: pulumi.String("jwt"), MountPath: pulumi.String("/etc/shopmesh/jwt"), ReadOnly: pulumi.Bool(true)})
-		volumes = append(volumes, corev1.VolumeArgs{Name: pulumi.String("jwt"), Secret: &corev1.SecretVolumeSourceArgs{
-			SecretName: pulumi.String(UsersSigningKeySecret), DefaultMode: pulumi.Int(0o440),
-		}})
-	}
 	return &appsv1.DeploymentSpecArgs{
 		Replicas: pulumi.Int(cfg.Replicas),
 		Selector: &metav1.LabelSelectorArgs{MatchLabels: pulumi.StringMap{"app": pulumi.String(svc)}},
@@ -208,7 +206,7 @@ func deploymentSpec(cfg Config, svc string, labels pulumi.StringMap, sa *corev1.
 				}},
 				Containers: corev1.ContainerArray{corev1.ContainerArgs{
 					Name:            pulumi.String(svc),
-					Image:           pulumi.Sprintf("%s:%s", repo, cfg.ImageTag),
+					Image:           image,
 					ImagePullPolicy: pulumi.String("IfNotPresent"),
 					Ports:           corev1.ContainerPortArray{corev1.ContainerPortArgs{Name: pulumi.String("http"), ContainerPort: pulumi.Int(ContainerPort)}},
 					EnvFrom:         corev1.EnvFromSourceArray{corev1.EnvFromSourceArgs{ConfigMapRef: &corev1.ConfigMapEnvSourceArgs{Name: cm.Metadata.Name()}}},
