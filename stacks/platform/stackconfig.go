@@ -30,7 +30,8 @@ import (
 // declare is refused, because the program would silently ignore a misspelt key.
 //
 // overrides are `--config key=value` pairs, set as plain strings as `pulumi preview --config`
-// does, and validated like the file's values. The result maps "namespace:key" to the string the
+// does (a JSON array or object is stored as the object value `pulumi config set --path` would
+// make), and validated like the file's values. The result maps "namespace:key" to the string the
 // program receives (arrays and objects as JSON).
 func StackConfig(dir, stack string, overrides map[string]string) (project string, cfg map[string]string, err error) {
 	proj, err := workspace.LoadProject(filepath.Join(dir, "Pulumi.yaml"))
@@ -52,7 +53,11 @@ func StackConfig(dir, stack string, overrides map[string]string) (project string
 		if err != nil {
 			return "", nil, fmt.Errorf("--config %s: %w", k, err)
 		}
-		if err := values.Set(key, config.NewValue(overrides[k]), false); err != nil {
+		v := config.NewValue(overrides[k])
+		if t := strings.TrimSpace(overrides[k]); strings.HasPrefix(t, "[") || strings.HasPrefix(t, "{") {
+			v = config.NewObjectValue(t) // as `pulumi config set --path` stores arrays and objects
+		}
+		if err := values.Set(key, v, false); err != nil {
 			return "", nil, fmt.Errorf("--config %s: %w", k, err)
 		}
 	}
