@@ -21,17 +21,19 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 
 // NewServer builds the users service from cfg; call the returned func to release it.
 func NewServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Server, func(), error) {
-	signer, err := newSigner(cfg, logger)
-	if err != nil {
-		return nil, nil, err
-	}
 	srv := web.New(cfg.HTTP, logger)
 	if _, err := srv.EnableMTLS(cfg.TLS); err != nil {
 		return nil, nil, err
 	}
+	var pool *pgxpool.Pool
 	store, closeFn, err := pgdb.OpenStore(ctx, cfg.Database, Migrations(), srv, logger,
-		func() Store { return NewMemoryStore() }, func(p *pgxpool.Pool) Store { return NewPostgresStore(p) })
+		func() Store { return NewMemoryStore() }, func(p *pgxpool.Pool) Store { pool = p; return NewPostgresStore(p) })
 	if err != nil {
+		return nil, nil, err
+	}
+	signer, err := newSigner(ctx, cfg, pool, logger)
+	if err != nil {
+		closeFn()
 		return nil, nil, err
 	}
 	svc, err := NewService(store, signer)
@@ -52,7 +54,9 @@ func NewServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Serve
 	return srv, closeFn, nil
 }
 
-func newSigner(cfg Config, logger *slog.Logger) (*jwtauth.Signer, error) {
+// newSigner signs with, in order: the key file, the key shared through the database, or a key
+// generated for this process (in-memory storage: nothing outlives the process anyway).
+func newSigner(ctx context.Context, cfg Config, pool *pgxpool.Pool, logger *slog.Logger) (*jwtauth.Signer, error) {
 	var extra []ed25519.PublicKey
 	for _, f := range cfg.ExtraKeyFiles {
 		pub, err := jwtauth.LoadPublicKey(f)
@@ -68,6 +72,13 @@ func newSigner(cfg Config, logger *slog.Logger) (*jwtauth.Signer, error) {
 			return nil, fmt.Errorf("JWT_SIGNING_KEY_FILE: %w", err)
 		}
 		key = k
+	} else if pool != nil {
+		k, created, err := sharedSigningKey(ctx, pool)
+		if err != nil {
+			return nil, err
+		}
+		key = k
+		logger.Info("signing key from the database", "created", created)
 	} else {
 		k, err := jwtauth.GenerateKey()
 		if err != nil {
