@@ -26,9 +26,10 @@ type Cluster struct {
 	Kubeconfig pulumi.StringOutput
 	// Endpoint is the API server's URL (private unless endpointPublicAccess).
 	Endpoint pulumi.StringOutput
-	// Provider is nil while the workloads are held back (workloads: false): nothing in the
-	// first stage of a first deploy may need the Kubernetes API.
+	// Provider is made by NewProvider, and not at all while the workloads are held back
+	// (workloads: false): nothing in the first stage of a first deploy may need the Kubernetes API.
 	Provider        *kubernetes.Provider
+	kubeconfig      pulumi.StringOutput
 	OidcProviderArn pulumi.StringOutput
 	OidcProviderURL pulumi.StringOutput
 	// SecurityGroupID is the EKS cluster security group, which managed nodes carry.
@@ -187,17 +188,7 @@ func NewCluster(ctx *pulumi.Context, name string, args ClusterArgs, opts ...pulu
 	if cfg.KubeApiAccess == "tunnel" {
 		kubeconfig = tunnelKubeconfig(cfg, cluster.EksCluster)
 	}
-	if cfg.Workloads {
-		provider, err := kubernetes.NewProvider(ctx, name, &kubernetes.ProviderArgs{
-			Kubeconfig:            kubeconfig,
-			EnableServerSideApply: pulumi.Bool(true),
-		}, parent)
-		if err != nil {
-			return nil, err
-		}
-		c.Provider = provider
-	}
-
+	c.kubeconfig = kubeconfig
 	c.Name = clusterName
 	c.Endpoint = cluster.EksCluster.Endpoint()
 	c.Kubeconfig = pulumi.ToSecret(kubeconfig).(pulumi.StringOutput)
@@ -210,6 +201,21 @@ func NewCluster(ctx *pulumi.Context, name string, args ClusterArgs, opts ...pulu
 		return nil, err
 	}
 	return c, nil
+}
+
+// NewProvider creates the Kubernetes provider every Kubernetes resource is given. It depends on
+// what carries its connection (the API tunnel), so that `pulumi destroy` deletes the Kubernetes
+// resources before the way to reach them.
+func (c *Cluster) NewProvider(ctx *pulumi.Context, via ...pulumi.Resource) (*kubernetes.Provider, error) {
+	p, err := kubernetes.NewProvider(ctx, "cluster", &kubernetes.ProviderArgs{
+		Kubeconfig:            c.kubeconfig,
+		EnableServerSideApply: pulumi.Bool(true),
+	}, pulumi.Parent(c), pulumi.DependsOn(via))
+	if err != nil {
+		return nil, err
+	}
+	c.Provider = p
+	return p, nil
 }
 
 // accessEntries gives each admin principal cluster admin. The principal that creates the cluster

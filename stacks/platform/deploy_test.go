@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -387,6 +388,12 @@ func TestApiTunnel(t *testing.T) {
 		attach := named(t, p, "aws:iam/rolePolicyAttachment:RolePolicyAttachment", "api-tunnel")
 		if attach.Inputs["policyArn"] != "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore" {
 			t.Errorf("tunnel role policy %v, want SSM only", attach.Inputs["policyArn"])
+		}
+		// pulumi destroy deletes in reverse dependency order: the provider, and with it every
+		// Kubernetes resource, must go before the tunnel it talks through.
+		provider := one(t, p, "pulumi:providers:kubernetes")
+		if !slices.Contains(provider.Dependencies, one(t, p, "aws:ec2/instance:Instance").URN) {
+			t.Errorf("the Kubernetes provider does not depend on the API tunnel: %v", provider.Dependencies)
 		}
 		if p.Outputs["apiTunnelInstanceId"] != "api-tunnel-id" {
 			t.Errorf("apiTunnelInstanceId output = %v", p.Outputs["apiTunnelInstanceId"])

@@ -49,14 +49,19 @@ func Program(ctx *pulumi.Context) (map[string]pulumi.Input, error) {
 	if err != nil {
 		return nil, err
 	}
+	var via []pulumi.Resource
 	if cfg.KubeApiAccess == "tunnel" {
 		tunnel, err := NewApiTunnel(ctx, "api-tunnel", ApiTunnelArgs{Config: cfg, Network: network, ClusterSecurityGroupID: cluster.SecurityGroupID})
 		if err != nil {
 			return nil, err
 		}
+		via = append(via, tunnel.Instance)
 		outputs["apiTunnelInstanceId"] = tunnel.InstanceID // scripts/api-tunnel.sh
 	}
 	if cfg.Workloads {
+		if _, err := cluster.NewProvider(ctx, via...); err != nil {
+			return nil, err
+		}
 		mesh, err := NewMesh(ctx, "mesh", MeshArgs{Config: cfg, Provider: cluster.Provider, Namespace: Namespace})
 		if err != nil {
 			return nil, err

@@ -18,6 +18,8 @@ type ApiTunnel struct {
 	pulumi.ResourceState
 
 	InstanceID pulumi.StringOutput
+	// Instance carries the tunnel: what the Kubernetes provider must outlive.
+	Instance *ec2.Instance
 }
 
 // ApiTunnelArgs configures an ApiTunnel.
@@ -106,7 +108,7 @@ func NewApiTunnel(ctx *pulumi.Context, name string, args ApiTunnelArgs, opts ...
 	if err != nil {
 		return nil, err
 	}
-	t.InstanceID = instance.ID().ToStringOutput()
+	t.Instance, t.InstanceID = instance, instance.ID().ToStringOutput()
 	if err := ctx.RegisterResourceOutputs(t, pulumi.Map{"instanceId": t.InstanceID}); err != nil {
 		return nil, err
 	}
