@@ -12,7 +12,7 @@ ACTIONLINT  ?= github.com/rhysd/actionlint/cmd/actionlint@v1.7.7
 # The Dockerfile linter of Docker's VS Code extension, from the npm registry (needs Node.js).
 DOCKERFILE_LINT ?= dockerfile-utils@0.16.3
 
-.PHONY: run test lint build plan policy images push bench-gateway help
+.PHONY: run test lint build plan policy images push deploy tunnel destroy bench-gateway help
 
 help:
 	@echo "make run    start the gateway (:8080), users, products and orders locally (in memory; nothing to install)"
@@ -23,6 +23,9 @@ help:
 	@echo "make policy STACK=dev|prod: the policy pack on that offline plan; fails on a mandatory violation"
 	@echo "make images build every service image for $(PLATFORMS) with docker buildx (needs Docker)"
 	@echo "make push   STACK=dev|prod: build and push the images to that stack's ECR repositories, tagged IMAGE_TAG"
+	@echo "make deploy STACK=dev|prod: first or later deploy: infrastructure, images, API tunnel, pulumi up (see README)"
+	@echo "make tunnel STACK=dev|prod: open the stack's API tunnel and write .shopmesh/kubeconfig-STACK for kubectl"
+	@echo "make destroy STACK=dev|prod: pulumi destroy through the API tunnel"
 	@echo "make bench-gateway  the gateway against nginx on this machine (installs nginx and wrk)"
 
 # cmd/localshop is `shopmesh run` without the Pulumi program linked in: it builds in seconds.
@@ -62,6 +65,19 @@ images:
 # README, "Bootstrapping").
 push:
 	STACK=$(STACK) IMAGE_TAG=$(IMAGE_TAG) PLATFORMS=$(PLATFORMS) SERVICES="$(SERVICES)" bash scripts/push-images.sh
+
+# Needs the Pulumi CLI, AWS credentials and CLI, the Session Manager plugin and Docker (README:
+# Deploying for real).
+deploy:
+	STACK=$(STACK) IMAGE_TAG=$(IMAGE_TAG) bash scripts/deploy.sh
+
+tunnel:
+	bash scripts/api-tunnel.sh open $(STACK)
+
+# Kubernetes resources are deleted through the tunnel before the tunnel itself goes.
+destroy:
+	bash scripts/api-tunnel.sh open $(STACK)
+	pulumi destroy --stack $(STACK); status=$$?; bash scripts/api-tunnel.sh close $(STACK); exit $$status
 
 # Installs nginx and wrk with apt when missing; prints req/s, p50, p99 and the ratios.
 bench-gateway:

@@ -216,13 +216,18 @@ func TestPipelineKeepsItsPromises(t *testing.T) {
 	if !strings.Contains(d.Environment, "'prod'") || d.Permissions["id-token"] != "write" {
 		t.Errorf("deploy: environment %q (prod behind its reviewers), permissions %v", d.Environment, d.Permissions)
 	}
-	var pushesImages, upsWithTag bool
+	// The workflow deploys exactly as a person does: make deploy, whose script pushes the images
+	// and runs pulumi up with imageTag and the policy pack, and needs the Session Manager plugin.
+	var deploys, installsPlugin bool
 	for _, s := range d.Steps {
-		pushesImages = pushesImages || strings.Contains(s.Run, "make push")
-		upsWithTag = upsWithTag || (s.With["command"] == "up" && strings.Contains(s.With["config-map"], `"imageTag"`) && s.With["policyPacks"] == "./policies")
+		deploys = deploys || strings.Contains(s.Run, "make deploy") && strings.Contains(s.Run, `IMAGE_TAG="$IMAGE_TAG"`)
+		installsPlugin = installsPlugin || strings.Contains(s.Run, "session-manager-plugin")
 	}
-	if !pushesImages || !upsWithTag {
-		t.Errorf("deploy must push images and run pulumi up with imageTag and the policy pack (push %v, up %v)", pushesImages, upsWithTag)
+	script := read(t, filepath.Join("scripts", "deploy.sh"))
+	if !deploys || !installsPlugin || !strings.Contains(script, "make push") || !strings.Contains(script, `imageTag="$IMAGE_TAG"`) ||
+		!strings.Contains(script, "--policy-pack ./policies") || !strings.Contains(script, "workloads=false") {
+		t.Errorf("deploy must run make deploy with the image tag (%v) after installing the Session Manager plugin (%v); "+
+			"scripts/deploy.sh must push images, hold the workloads back on a first deploy and run pulumi up with imageTag and the policy pack", deploys, installsPlugin)
 	}
 	if !strings.Contains(text, "github.sha") {
 		t.Error("images must be tagged with the commit SHA")

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The API tunnel of a stack: an SSM port forward from 127.0.0.1:<apiTunnelPort> through the stack's
+# tunnel instance to the cluster's private API endpoint. Needs the AWS CLI with credentials and
+# the Session Manager plugin, and the Pulumi CLI logged in to the stack's backend.
+#
+#   scripts/api-tunnel.sh open STACK    start it in the background, wait until it answers, and write
+#                                       .shopmesh/kubeconfig-STACK for kubectl (KUBECONFIG=…)
+#   scripts/api-tunnel.sh close STACK   stop it
+set -euo pipefail
+cd "$(dirname "$0")/.."
+action=${1:-}; stack=${2:-}
+[ -n "$stack" ] && { [ "$action" = open ] || [ "$action" = close ]; } || { echo "usage: $0 open|close STACK" >&2; exit 2; }
+mkdir -p .shopmesh
+pidfile=.shopmesh/tunnel-$stack.pid
+
+if [ "$action" = close ]; then
+  if [ -f "$pidfile" ]; then kill "$(cat "$pidfile")" 2>/dev/null || true; rm -f "$pidfile"; fi
+  exit 0
+fi
+
+for tool in aws session-manager-plugin pulumi; do
+  command -v "$tool" >/dev/null || { echo "api-tunnel: $tool is not installed (README: Deploying for real, prerequisites)" >&2; exit 1; }
+done
+instance=$(pulumi stack output apiTunnelInstanceId --stack "$stack" 2>/dev/null) || {
+  echo "api-tunnel: stack $stack has no apiTunnelInstanceId output: deploy its infrastructure first (make deploy), or it uses kubeApiAccess public" >&2; exit 1; }
+endpoint=$(pulumi stack output clusterEndpoint --stack "$stack")
+region=$(pulumi config get aws:region --stack "$stack")
+port=$(pulumi config get apiTunnelPort --stack "$stack" 2>/dev/null || echo 8443)
+host=${endpoint#https://}
+
+if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+  echo "api-tunnel: already open on 127.0.0.1:$port (pid $(cat "$pidfile"))"
+else
+  aws ssm start-session --region "$region" --target "$instance" \
+    --document-name AWS-StartPortForwardingSessionToRemoteHost \
+    --parameters "{\"host\":[\"$host\"],\"portNumber\":[\"443\"],\"localPortNumber\":[\"$port\"]}" \
+    >".shopmesh/tunnel-$stack.log" 2>&1 &
+  echo $! >"$pidfile"
+fi
+# The SSM agent on a new instance takes a minute or two to register; the session fails until then.
+for _ in $(seq 1 90); do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    pulumi stack output kubeconfig --show-secrets --stack "$stack" >".shopmesh/kubeconfig-$stack"
+    chmod 600 ".shopmesh/kubeconfig-$stack"
+    echo "api-tunnel: 127.0.0.1:$port -> $host; kubectl: KUBECONFIG=.shopmesh/kubeconfig-$stack kubectl get nodes"
+    exit 0
+  fi
+  if ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then # the session ended: retry until the agent is up
+    aws ssm start-session --region "$region" --target "$instance" \
+      --document-name AWS-StartPortForwardingSessionToRemoteHost \
+      --parameters "{\"host\":[\"$host\"],\"portNumber\":[\"443\"],\"localPortNumber\":[\"$port\"]}" \
+      >".shopmesh/tunnel-$stack.log" 2>&1 &
+    echo $! >"$pidfile"
+  fi
+  sleep 2
+done
+echo "api-tunnel: 127.0.0.1:$port did not open in 3 minutes; see .shopmesh/tunnel-$stack.log" >&2
+exit 1
