@@ -118,15 +118,12 @@ func NewCluster(ctx *pulumi.Context, name string, args ClusterArgs, opts ...pulu
 		return nil, err
 	}
 
-	assume, err := iam.GetPolicyDocument(ctx, &iam.GetPolicyDocumentArgs{Statements: []iam.GetPolicyDocumentStatement{{
-		Actions:    []string{"sts:AssumeRole"},
-		Principals: []iam.GetPolicyDocumentStatementPrincipal{{Type: "Service", Identifiers: []string{"ec2.amazonaws.com"}}},
-	}}}, parent)
+	assume, err := serviceTrust(ctx, "ec2.amazonaws.com", parent)
 	if err != nil {
 		return nil, err
 	}
 	nodeRole, err := iam.NewRole(ctx, name+"-node", &iam.RoleArgs{
-		AssumeRolePolicy: pulumi.String(assume.Json),
+		AssumeRolePolicy: pulumi.String(assume),
 		Tags:             cfg.Tags("eks-node"),
 	}, parent)
 	if err != nil {

@@ -268,14 +268,11 @@ func accessLogFormat() string {
 
 // apiGatewayAccount sets the account-wide role API Gateway uses to write CloudWatch logs.
 func apiGatewayAccount(ctx *pulumi.Context, name string, cfg Config, parent pulumi.ResourceOrInvokeOption) (*apigateway.Account, error) {
-	assume, err := iam.GetPolicyDocument(ctx, &iam.GetPolicyDocumentArgs{Statements: []iam.GetPolicyDocumentStatement{{
-		Actions:    []string{"sts:AssumeRole"},
-		Principals: []iam.GetPolicyDocumentStatementPrincipal{{Type: "Service", Identifiers: []string{"apigateway.amazonaws.com"}}},
-	}}}, parent)
+	assume, err := serviceTrust(ctx, "apigateway.amazonaws.com", parent)
 	if err != nil {
 		return nil, err
 	}
-	role, err := iam.NewRole(ctx, name+"-cloudwatch", &iam.RoleArgs{AssumeRolePolicy: pulumi.String(assume.Json), Tags: cfg.Tags("apigateway-cloudwatch")}, parent)
+	role, err := iam.NewRole(ctx, name+"-cloudwatch", &iam.RoleArgs{AssumeRolePolicy: pulumi.String(assume), Tags: cfg.Tags("apigateway-cloudwatch")}, parent)
 	if err != nil {
 		return nil, err
 	}

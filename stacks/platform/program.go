@@ -1,6 +1,7 @@
 package platform
 
 import (
+	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/iam"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 )
 
@@ -99,4 +100,16 @@ func Run(ctx *pulumi.Context) error {
 		ctx.Export(name, outputs[name])
 	}
 	return nil
+}
+
+// serviceTrust is the trust policy that lets an AWS service (ec2.amazonaws.com…) assume a role.
+func serviceTrust(ctx *pulumi.Context, service string, parent pulumi.ResourceOrInvokeOption) (string, error) {
+	doc, err := iam.GetPolicyDocument(ctx, &iam.GetPolicyDocumentArgs{Statements: []iam.GetPolicyDocumentStatement{{
+		Actions:    []string{"sts:AssumeRole"},
+		Principals: []iam.GetPolicyDocumentStatementPrincipal{{Type: "Service", Identifiers: []string{service}}},
+	}}}, parent)
+	if err != nil {
+		return "", err
+	}
+	return doc.Json, nil
 }

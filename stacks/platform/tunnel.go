@@ -43,14 +43,11 @@ func NewApiTunnel(ctx *pulumi.Context, name string, args ApiTunnelArgs, opts ...
 	}
 	cfg, parent := args.Config, pulumi.Parent(t)
 
-	assume, err := iam.GetPolicyDocument(ctx, &iam.GetPolicyDocumentArgs{Statements: []iam.GetPolicyDocumentStatement{{
-		Actions:    []string{"sts:AssumeRole"},
-		Principals: []iam.GetPolicyDocumentStatementPrincipal{{Type: "Service", Identifiers: []string{"ec2.amazonaws.com"}}},
-	}}}, parent)
+	assume, err := serviceTrust(ctx, "ec2.amazonaws.com", parent)
 	if err != nil {
 		return nil, err
 	}
-	role, err := iam.NewRole(ctx, name, &iam.RoleArgs{AssumeRolePolicy: pulumi.String(assume.Json), Tags: cfg.Tags("api-tunnel")}, parent)
+	role, err := iam.NewRole(ctx, name, &iam.RoleArgs{AssumeRolePolicy: pulumi.String(assume), Tags: cfg.Tags("api-tunnel")}, parent)
 	if err != nil {
 		return nil, err
 	}
