@@ -28,14 +28,19 @@ region=$(pulumi config get aws:region --stack "$stack")
 port=$(pulumi config get apiTunnelPort --stack "$stack" 2>/dev/null || echo 8443)
 host=${endpoint#https://}
 
-if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-  echo "api-tunnel: already open on 127.0.0.1:$port (pid $(cat "$pidfile"))"
-else
+# start forwards 127.0.0.1:$port to the endpoint through the instance, in the background.
+start() {
   aws ssm start-session --region "$region" --target "$instance" \
     --document-name AWS-StartPortForwardingSessionToRemoteHost \
     --parameters "{\"host\":[\"$host\"],\"portNumber\":[\"443\"],\"localPortNumber\":[\"$port\"]}" \
     >".shopmesh/tunnel-$stack.log" 2>&1 &
   echo $! >"$pidfile"
+}
+
+if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+  echo "api-tunnel: already open on 127.0.0.1:$port (pid $(cat "$pidfile"))"
+else
+  start
 fi
 # The SSM agent on a new instance takes a minute or two to register; the session fails until then.
 for _ in $(seq 1 90); do
@@ -46,11 +51,7 @@ for _ in $(seq 1 90); do
     exit 0
   fi
   if ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then # the session ended: retry until the agent is up
-    aws ssm start-session --region "$region" --target "$instance" \
-      --document-name AWS-StartPortForwardingSessionToRemoteHost \
-      --parameters "{\"host\":[\"$host\"],\"portNumber\":[\"443\"],\"localPortNumber\":[\"$port\"]}" \
-      >".shopmesh/tunnel-$stack.log" 2>&1 &
-    echo $! >"$pidfile"
+    start
   fi
   sleep 2
 done
