@@ -20,10 +20,63 @@ import (
 
 var schemaName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 
+// Credentials are the user and password for each new connection, read when it is opened
+// (dbsecret.Source reads them from Secrets Manager). Invalidate is called when PostgreSQL
+// refuses them, so that the next connection asks again.
+type Credentials interface {
+	Credentials(ctx context.Context) (user, password string, err error)
+	Invalidate()
+}
+
+// Option changes how Open connects.
+type Option func(*pgxpool.Config)
+
+// WithCredentials takes each new connection's user and password from c instead of the URL.
+func WithCredentials(c Credentials) Option {
+	return func(cfg *pgxpool.Config) {
+		cfg.BeforeConnect = func(ctx context.Context, cc *pgx.ConnConfig) error {
+			user, password, err := c.Credentials(ctx)
+			if err != nil {
+				return err
+			}
+			cc.User, cc.Password = user, password
+			return nil
+		}
+		cfg.ConnConfig.Tracer = authFailures{c}
+	}
+}
+
+// authFailures tells the credentials when PostgreSQL refused them. pgx reports the outcome of
+// every connection attempt to a Tracer that implements pgx.ConnectTracer.
+type authFailures struct{ c Credentials }
+
+func (a authFailures) TraceConnectStart(ctx context.Context, _ pgx.TraceConnectStartData) context.Context {
+	return ctx
+}
+
+func (a authFailures) TraceConnectEnd(_ context.Context, d pgx.TraceConnectEndData) {
+	if IsAuthFailure(d.Err) {
+		a.c.Invalidate()
+	}
+}
+
+func (authFailures) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	return ctx
+}
+
+func (authFailures) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// IsAuthFailure reports whether err is PostgreSQL refusing a login: invalid_password (28P01) or
+// invalid_authorization_specification (28000, e.g. an unknown role).
+func IsAuthFailure(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "28P01" || pgErr.Code == "28000")
+}
+
 // Open connects to url, creates schema if needed, makes it the search path of every pooled
 // connection, and applies the *.sql files in migrations (named NNN_description.sql) that have
 // not been applied yet, each in its own transaction.
-func Open(ctx context.Context, url, schema string, migrations fs.FS) (*pgxpool.Pool, error) {
+func Open(ctx context.Context, url, schema string, migrations fs.FS, opts ...Option) (*pgxpool.Pool, error) {
 	if !schemaName.MatchString(schema) {
 		return nil, fmt.Errorf("schema %q: use lower-case letters, digits and underscores", schema)
 	}
@@ -33,6 +86,9 @@ func Open(ctx context.Context, url, schema string, migrations fs.FS) (*pgxpool.P
 	}
 	// Each service owns its schema; its queries name tables without a schema.
 	cfg.ConnConfig.RuntimeParams["search_path"] = schema
+	for _, o := range opts {
+		o(cfg)
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to PostgreSQL: %w", err)
@@ -148,6 +204,9 @@ func IsUniqueViolation(err error, constraint string) bool {
 // redact names the server without the password, for error messages.
 func redact(cfg *pgxpool.Config) string {
 	c := cfg.ConnConfig
+	if cfg.BeforeConnect != nil { // the user comes from elsewhere (WithCredentials)
+		return fmt.Sprintf("%s:%d/%s", c.Host, c.Port, c.Database)
+	}
 	return fmt.Sprintf("%s@%s:%d/%s", c.User, c.Host, c.Port, c.Database)
 }
 

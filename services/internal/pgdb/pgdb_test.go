@@ -7,6 +7,7 @@ import (
 	"testing"
 	"testing/fstest"
 
+	"github.com/shopmesh/shopmesh/services/internal/envconf"
 	"github.com/shopmesh/shopmesh/services/internal/pgdb"
 	"github.com/shopmesh/shopmesh/services/internal/pgdb/pgtest"
 )
@@ -104,5 +105,31 @@ func TestUnreachableServerIsAClearError(t *testing.T) {
 	_, err := pgdb.Open(context.Background(), "postgres://postgres@127.0.0.1:1/none?connect_timeout=2", "x", files(map[string]string{"001_a.sql": "SELECT 1"}))
 	if err == nil || !strings.Contains(err.Error(), "127.0.0.1:1") {
 		t.Errorf("Open(unreachable) = %v; want an error naming the server", err)
+	}
+}
+
+func TestReadConfigSecret(t *testing.T) {
+	tests := []struct {
+		name string
+		env  map[string]string
+		want string // part of the error; empty for none
+	}{
+		{"url only", map[string]string{"DATABASE_URL": "postgres://u:p@db:5432/shop"}, ""},
+		{"secret names the credentials", map[string]string{"DATABASE_URL": "postgres://db:5432/shop", "DATABASE_SECRET_ARN": "arn:x"}, ""},
+		{"secret without url", map[string]string{"DATABASE_SECRET_ARN": "arn:x"}, "needs DATABASE_URL"},
+		{"secret and a password in the url", map[string]string{"DATABASE_URL": "postgres://u:p@db:5432/shop", "DATABASE_SECRET_ARN": "arn:x"}, "must not carry a user or password"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := envconf.New(func(k string) string { return tt.env[k] })
+			cfg := pgdb.ReadConfig(r, "svc")
+			err := r.Err()
+			if (tt.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tt.want)) {
+				t.Fatalf("err = %v, want %q", err, tt.want)
+			}
+			if cfg.SecretARN != tt.env["DATABASE_SECRET_ARN"] {
+				t.Errorf("SecretARN = %q", cfg.SecretARN)
+			}
+		})
 	}
 }

@@ -6,6 +6,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"io/fs"
+	"net/url"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -56,4 +59,65 @@ func Open(t testing.TB, migrations fs.FS) *pgxpool.Pool {
 	}
 	t.Cleanup(pool.Close)
 	return pool
+}
+
+// PasswordGroup is the role whose members PostgreSQL must authenticate by password on
+// 127.0.0.1. Machines whose server trusts local connections add, first in pg_hba.conf,
+// `host all +shopmesh_password_auth 127.0.0.1/32 scram-sha-256` (scripts/test-postgres.sh does).
+const PasswordGroup = "shopmesh_password_auth"
+
+// PasswordRole creates a login role with password in PasswordGroup that may create schemas in
+// the test database, dropped with what it owns when the test ends. It returns DATABASE_URL
+// without credentials, the role, and a superuser connection for changing the role. If the server
+// lets the role in with a wrong password, the test is skipped, or fails under CI.
+func PasswordRole(t testing.TB, password string) (serverURL, role string, admin *pgx.Conn) {
+	t.Helper()
+	dbURL := URL(t)
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	role = "rotation_" + hex.EncodeToString(b)
+	ident := pgx.Identifier{role}.Sanitize()
+	for _, sql := range []string{
+		`DO $$ BEGIN CREATE ROLE ` + PasswordGroup + ` NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$`,
+		`CREATE ROLE ` + ident + ` LOGIN IN ROLE ` + PasswordGroup + ` PASSWORD '` + strings.ReplaceAll(password, "'", "''") + `'`,
+		`DO $$ BEGIN EXECUTE format('GRANT CREATE ON DATABASE %I TO %I', current_database(), '` + role + `'); END $$`,
+	} {
+		if _, err := admin.Exec(ctx, sql); err != nil {
+			t.Fatalf("create role %s: %v", role, err)
+		}
+	}
+	t.Cleanup(func() {
+		ctx := context.Background()
+		_, _ = admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1`, role)
+		for _, sql := range []string{`DROP OWNED BY ` + ident + ` CASCADE`, `DROP ROLE ` + ident} {
+			if _, err := admin.Exec(ctx, sql); err != nil {
+				t.Errorf("drop role %s: %v", role, err)
+			}
+		}
+		admin.Close(ctx)
+	})
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = nil
+	serverURL = u.String()
+
+	wrong := *u
+	wrong.User = url.UserPassword(role, password+"-wrong")
+	if conn, err := pgx.Connect(ctx, wrong.String()); err == nil {
+		conn.Close(ctx)
+		msg := "PostgreSQL at " + u.Host + " accepts role " + role + " with a wrong password, so a rotation cannot be tested; " +
+			"put `host all +" + PasswordGroup + " 127.0.0.1/32 scram-sha-256` first in pg_hba.conf (scripts/test-postgres.sh)"
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	return serverURL, role, admin
 }

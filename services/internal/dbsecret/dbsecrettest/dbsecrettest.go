@@ -1,0 +1,125 @@
+// Package dbsecrettest gives tests a Secrets Manager endpoint that holds one secret with
+// AWSCURRENT and AWSPENDING versions, speaking the wire protocol the AWS SDK uses, and a
+// PostgreSQL role whose password the server really checks.
+//
+// The endpoint follows the Secrets Manager API reference for GetSecretValue (request SecretId,
+// VersionStage; response ARN, Name, VersionId, SecretString, VersionStages) over the AWS JSON 1.1
+// protocol (Smithy: POST /, X-Amz-Target "secretsmanager.GetSecretValue", errors as
+// {"__type": …}), and refuses requests that are not SigV4-signed for secretsmanager.
+package dbsecrettest
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+// ARN is the secret's ARN.
+const ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:rds!db-test-AbCdEf"
+
+// SecretsManager is the fake endpoint.
+type SecretsManager struct {
+	URL   string
+	Calls atomic.Int64 // GetSecretValue requests served
+
+	mu      sync.Mutex
+	current version
+	pending *version
+	n       int
+}
+
+type version struct{ id, user, password string }
+
+// StartSecretsManager serves a secret whose AWSCURRENT is user/password.
+func StartSecretsManager(t testing.TB, user, password string) *SecretsManager {
+	t.Helper()
+	sm := &SecretsManager{}
+	sm.current = sm.next(user, password)
+	srv := httptest.NewServer(http.HandlerFunc(sm.serve))
+	t.Cleanup(srv.Close)
+	sm.URL = srv.URL
+	return sm
+}
+
+func (sm *SecretsManager) next(user, password string) version {
+	sm.n++
+	return version{id: fmt.Sprintf("00000000-0000-4000-8000-%012d", sm.n), user: user, password: password}
+}
+
+// BeginRotation stores password as AWSPENDING (the rotation's createSecret step).
+func (sm *SecretsManager) BeginRotation(password string) {
+	sm.mu.Lock()
+	defer sm.mu.Unlock()
+	v := sm.next(sm.current.user, password)
+	sm.pending = &v
+}
+
+// FinishRotation moves AWSCURRENT to the pending version (finishSecret).
+func (sm *SecretsManager) FinishRotation() {
+	sm.mu.Lock()
+	defer sm.mu.Unlock()
+	if sm.pending != nil {
+		sm.current, sm.pending = *sm.pending, nil
+	}
+}
+
+func (sm *SecretsManager) serve(w http.ResponseWriter, r *http.Request) {
+	fail := func(status int, typ, msg string) {
+		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+		w.Header().Set("X-Amzn-Errortype", typ)
+		w.WriteHeader(status)
+		_ = json.NewEncoder(w).Encode(map[string]string{"__type": typ, "message": msg})
+	}
+	if r.Method != http.MethodPost || r.Header.Get("X-Amz-Target") != "secretsmanager.GetSecretValue" {
+		fail(400, "InvalidRequestException", "only GetSecretValue is served here")
+		return
+	}
+	if auth := r.Header.Get("Authorization"); !strings.HasPrefix(auth, "AWS4-HMAC-SHA256 ") || !strings.Contains(auth, "/secretsmanager/aws4_request") {
+		fail(400, "IncompleteSignature", "request is not SigV4-signed for secretsmanager")
+		return
+	}
+	var in struct{ SecretId, VersionStage string }
+	if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
+		fail(400, "InvalidRequestException", err.Error())
+		return
+	}
+	sm.Calls.Add(1)
+	sm.mu.Lock()
+	v, stage := sm.current, in.VersionStage
+	if stage == "" {
+		stage = "AWSCURRENT"
+	}
+	if stage == "AWSPENDING" {
+		if sm.pending == nil {
+			sm.mu.Unlock()
+			fail(400, "ResourceNotFoundException", "Secrets Manager can't find the specified secret value for staging label: AWSPENDING")
+			return
+		}
+		v = *sm.pending
+	}
+	sm.mu.Unlock()
+	if in.SecretId != ARN || (stage != "AWSCURRENT" && stage != "AWSPENDING") {
+		fail(400, "ResourceNotFoundException", "Secrets Manager can't find the specified secret.")
+		return
+	}
+	secret, _ := json.Marshal(map[string]string{"username": v.user, "password": v.password})
+	w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+	_ = json.NewEncoder(w).Encode(map[string]any{
+		"ARN": ARN, "Name": "rds!db-test", "VersionId": v.id, "SecretString": string(secret),
+		"VersionStages": []string{stage}, "CreatedDate": 1.7e9,
+	})
+}
+
+// Env is what a process needs to read the secret from sm: the SDK's static-credential
+// variables, a region, and the endpoint.
+func (sm *SecretsManager) Env() map[string]string {
+	return map[string]string{
+		"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+		"AWS_REGION": "eu-west-1", "AWS_ENDPOINT_URL_SECRETS_MANAGER": sm.URL,
+	}
+}
