@@ -132,13 +132,72 @@ image_pinned(image) if {
 # custom:
 #   id: SHOP-K8S-007
 #   severity: high
-#   remediation: Set spec.replicas to 2 or more in prod (or an autoscaler with minReplicas >= 2).
-deny_k8s_replicas_prod contains msg if {
-	input.__type == deployment
-	is_prod
-	object.get(input.spec, "replicas", 1) < 2
-	msg := sprintf("%s: %v replica(s) in prod, want at least 2", [input.__name, object.get(input.spec, "replicas", 1)])
+#   remediation: Set spec.replicas to 2 or more in prod, or leave it unset and scale the Deployment with a HorizontalPodAutoscaler whose minReplicas is 2 or more.
+stack_deny_k8s_replicas_prod contains msg if {
+	some d in input.resources
+	d.__type == deployment
+	prod_resource(d)
+	not two_or_more(d)
+	msg := sprintf("%s: %v replica(s) in prod and no HorizontalPodAutoscaler keeping 2 or more, want at least 2", [d.__name, object.get(d.spec, "replicas", 1)])
 }
+
+two_or_more(d) if d.spec.replicas >= 2
+
+# Without spec.replicas the Deployment is the HPA's to scale (setting both makes every update
+# fight the HPA); the HPA's floor is then what counts.
+two_or_more(d) if {
+	not "replicas" in object.keys(d.spec)
+	some h in input.resources
+	h.__type == "kubernetes:autoscaling/v2:HorizontalPodAutoscaler"
+	h.spec.scaleTargetRef.kind == "Deployment"
+	h.spec.scaleTargetRef.name == d.metadata.name
+	object.get(h.metadata, "namespace", "default") == object.get(d.metadata, "namespace", "default")
+	object.get(h.spec, "minReplicas", 1) >= 2
+}
+
+# METADATA
+# title: Autoscaled deployments leave replicas to the autoscaler
+# description: A Deployment that sets spec.replicas while an HPA scales it is reset to that count on every deploy, undoing the HPA.
+# custom:
+#   id: SHOP-K8S-010
+#   severity: medium
+#   remediation: Remove spec.replicas from Deployments that a HorizontalPodAutoscaler targets.
+stack_deny_k8s_replicas_with_hpa contains msg if {
+	some d in input.resources
+	d.__type == deployment
+	"replicas" in object.keys(d.spec)
+	some h in input.resources
+	h.__type == "kubernetes:autoscaling/v2:HorizontalPodAutoscaler"
+	h.spec.scaleTargetRef.name == d.metadata.name
+	object.get(h.metadata, "namespace", "default") == object.get(d.metadata, "namespace", "default")
+	msg := sprintf("%s: sets replicas (%v) and is scaled by HorizontalPodAutoscaler %s", [d.__name, d.spec.replicas, h.__name])
+}
+
+# METADATA
+# title: No Secret holds a database password
+# description: A password copied into a Secret is in Pulumi state and etcd, and goes stale when the database rotates it.
+# custom:
+#   id: SHOP-K8S-011
+#   severity: high
+#   remediation: Give the workload an IRSA role that reads the database secret (or uses IAM database authentication) at connection time; keep only the server's address in configuration.
+deny_k8s_secret_database_password contains msg if {
+	input.__type == "kubernetes:core/v1:Secret"
+	some key, value in secret_values
+	regex.match(`(?i)^postgres(ql)?://[^/@:]+:[^/@]+@`, value)
+	msg := sprintf("%s: %s is a database URL with a password", [input.__name, key])
+}
+
+deny_k8s_secret_database_password contains msg if {
+	input.__type == "kubernetes:core/v1:Secret"
+	some key, _ in secret_values
+	regex.match(`(?i)(^|_)(DB|DATABASE|PG|POSTGRES)_?PASS(WORD)?$`, key)
+	msg := sprintf("%s: %s is a database password", [input.__name, key])
+}
+
+# A Secret's values: stringData as given, data base64-decoded.
+secret_values[key] := value if some key, value in object.get(input, "stringData", {})
+
+secret_values[key] := base64.decode(value) if some key, value in object.get(input, "data", {})
 
 # METADATA
 # title: Production deployments have a PodDisruptionBudget

@@ -220,7 +220,24 @@ var cases = []struct {
 	{"SHOP-K8S-005", set(deploy, "", ctr+"securityContext.privileged", true), nil},
 	{"SHOP-K8S-006", set(deploy, "", ctr+"image", "123456789012.dkr.ecr.eu-west-1.amazonaws.com/shopmesh/gateway:latest"), nil},
 	{"SHOP-K8S-006", set(deploy, "", ctr+"image", "localhost:5000/gateway"), nil},
-	{"SHOP-K8S-007", set(deploy, "", "spec.replicas", 1), nil},
+	{"SHOP-K8S-007", set("kubernetes:autoscaling/v2:HorizontalPodAutoscaler", "", "spec.minReplicas", 1), nil},
+	{"SHOP-K8S-007", func(t *testing.T, rs []Resource) []Resource {
+		return drop("kubernetes:autoscaling/v2:HorizontalPodAutoscaler", "")(t, rs)
+	}, []string{"SHOP-K8S-007"}},
+	{"SHOP-K8S-010", set(deploy, "", "spec.replicas", 3), nil},
+	{"SHOP-K8S-011", add(secret("database", map[string]any{"stringData": map[string]any{
+		"DATABASE_URL": "postgres://shopmesh:hunter2@db.example:5432/shopmesh?sslmode=require"}})), nil},
+	{"SHOP-K8S-011", add(secret("database", map[string]any{"data": map[string]any{"DB_PASSWORD": "aHVudGVyMg=="}})), nil},
+	{"SHOP-IAM-001", func(t *testing.T, rs []Resource) []Resource {
+		rs = add(githubRole("deploy"))(t, rs)
+		return add(Resource{URN: "urn:pulumi:prod::shopmesh::aws:iam/rolePolicyAttachment:RolePolicyAttachment::deploy", Type: "aws:iam/rolePolicyAttachment:RolePolicyAttachment",
+			Name: "deploy", Properties: map[string]any{"role": "shopmesh-prod-deploy", "policyArn": "arn:aws:iam::aws:policy/AdministratorAccess"}})(t, rs)
+	}, nil},
+	{"SHOP-IAM-001", func(t *testing.T, rs []Resource) []Resource {
+		rs = add(githubRole("deploy"))(t, rs)
+		return add(Resource{URN: "urn:pulumi:prod::shopmesh::aws:iam/rolePolicy:RolePolicy::deploy", Type: "aws:iam/rolePolicy:RolePolicy",
+			Name: "deploy", Properties: map[string]any{"role": "deploy-id", "policy": `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["ec2:*","*"],"Resource":"*"}]}`}})(t, rs)
+	}, nil},
 	{"SHOP-K8S-008", drop("kubernetes:policy/v1:PodDisruptionBudget", ""), nil},
 	{"SHOP-K8S-009", drop("kubernetes:networking.k8s.io/v1:NetworkPolicy", "default-deny"), nil},
 	{"SHOP-ISTIO-001", drop(pa, "PeerAuthentication-default"), nil},
@@ -231,6 +248,23 @@ var cases = []struct {
 	}, nil},
 	{"SHOP-ISTIO-005", add(Resource{URN: "urn:pulumi:prod::shopmesh::shopmesh:mesh:Mesh$" + ap + "::allow-all", Type: ap, Name: "allow-all",
 		Properties: map[string]any{"metadata": map[string]any{"name": "allow-all", "namespace": "shop"}, "spec": map[string]any{"rules": []any{map[string]any{}}}}}), nil},
+}
+
+func secret(name string, body map[string]any) Resource {
+	props := map[string]any{"apiVersion": "v1", "kind": "Secret", "metadata": map[string]any{"name": name, "namespace": "shop"}}
+	for k, v := range body {
+		props[k] = v
+	}
+	return Resource{URN: "urn:pulumi:prod::shopmesh::kubernetes:core/v1:Secret::" + name, Type: "kubernetes:core/v1:Secret", Name: name, Properties: props}
+}
+
+// githubRole is a role that GitHub Actions of one repository and environment can assume.
+func githubRole(name string) Resource {
+	trust := `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"sts:AssumeRoleWithWebIdentity",` +
+		`"Principal":{"Federated":"arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com"},` +
+		`"Condition":{"StringEquals":{"token.actions.githubusercontent.com:sub":"repo:shopmesh/shopmesh:environment:prod"}}}]}`
+	return Resource{URN: "urn:pulumi:prod::shopmesh::aws:iam/role:Role::" + name, Type: "aws:iam/role:Role", Name: name,
+		Properties: map[string]any{"name": "shopmesh-prod-" + name, "assumeRolePolicy": trust, "tags": map[string]any{"environment": "prod", "project": "shopmesh"}}}
 }
 
 // fired is the set of rule ids that v holds, leaving out the advisories the good stack has.

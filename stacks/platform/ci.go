@@ -14,24 +14,62 @@ const (
 	GithubOIDCURL    = "https://" + GithubOIDCIssuer
 )
 
-// DeployRole is the IAM role the GitHub Actions workflows assume through OIDC to preview and
-// deploy this stack: no long-lived AWS keys anywhere.
+// DeployRole holds the two IAM roles GitHub Actions assume through OIDC (no long-lived AWS keys
+// anywhere): the deploy role, with the permissions pulumi up needs, for jobs in the GitHub
+// environment named after the stack; and the preview role, read-only, for pull-request jobs in
+// preview-<stack>. Neither environment can assume the other's role.
 type DeployRole struct {
 	pulumi.ResourceState
 
-	Arn pulumi.StringOutput
+	Arn        pulumi.StringOutput // the deploy role
+	PreviewArn pulumi.StringOutput // the preview role
 }
 
-// DeployRoleArgs configures the deploy role.
+// DeployRoleArgs configures the roles.
 type DeployRoleArgs struct {
 	Config Config
 }
 
-// NewDeployRole creates the role, and the account's GitHub OIDC provider when this stack owns it
+// DeployServices are the AWS services whose resources and data sources the program uses, by the
+// module of their Pulumi type token (aws:<module>/…), with the IAM action prefixes each needs.
+// IAM itself is granted action by action (deployIAMActions).
+var DeployServices = map[string][]string{
+	"apigateway":     {"apigateway"},
+	"cloudwatch":     {"logs", "cloudwatch"},
+	"ec2":            {"ec2"},
+	"ecr":            {"ecr"},
+	"eks":            {"eks"},
+	"kms":            {"kms"},
+	"lb":             {"elasticloadbalancing"},
+	"rds":            {"rds"},
+	"secretsmanager": {"secretsmanager"}, // RDS creates the managed master secret as the caller
+	"ssm":            {"ssm"},
+	"wafv2":          {"wafv2"},
+}
+
+// deployIAMActions manage roles, their policies, instance profiles and OIDC providers; nothing
+// about users, groups or access keys.
+var deployIAMActions = []string{
+	"iam:CreateRole", "iam:DeleteRole", "iam:UpdateRole", "iam:UpdateAssumeRolePolicy", "iam:TagRole", "iam:UntagRole",
+	"iam:PutRolePolicy", "iam:DeleteRolePolicy", "iam:AttachRolePolicy", "iam:DetachRolePolicy",
+	"iam:CreateInstanceProfile", "iam:DeleteInstanceProfile", "iam:AddRoleToInstanceProfile", "iam:RemoveRoleFromInstanceProfile",
+	"iam:TagInstanceProfile", "iam:UntagInstanceProfile",
+	"iam:CreateOpenIDConnectProvider", "iam:DeleteOpenIDConnectProvider", "iam:UpdateOpenIDConnectProviderThumbprint",
+	"iam:AddClientIDToOpenIDConnectProvider", "iam:RemoveClientIDFromOpenIDConnectProvider",
+	"iam:TagOpenIDConnectProvider", "iam:UntagOpenIDConnectProvider",
+	"iam:Get*", "iam:List*",
+}
+
+// passedToServices are the services the program hands roles to (iam:PassRole).
+var passedToServices = []string{"eks.amazonaws.com", "ec2.amazonaws.com", "apigateway.amazonaws.com", "rds.amazonaws.com"}
+
+// linkedServices are the services whose service-linked roles a first deploy in an account creates.
+var linkedServices = []string{"eks.amazonaws.com", "eks-nodegroup.amazonaws.com", "elasticloadbalancing.amazonaws.com",
+	"rds.amazonaws.com", "autoscaling.amazonaws.com"}
+
+// NewDeployRole creates both roles, and the account's GitHub OIDC provider when this stack owns it
 // (githubOidcProvider: create); otherwise it looks the provider up by its URL. IAM allows one
-// provider per URL per account, so exactly one stack in an account may create it. Only workflow jobs of cfg.GithubRepository running in the GitHub
-// environments named after the stack (deployments) or preview-<stack> (pull-request previews)
-// can assume it.
+// provider per URL per account, so exactly one stack in an account may create it.
 func NewDeployRole(ctx *pulumi.Context, name string, args DeployRoleArgs, opts ...pulumi.ResourceOption) (*DeployRole, error) {
 	cfg := args.Config
 	r := &DeployRole{}
@@ -59,43 +97,111 @@ func NewDeployRole(ctx *pulumi.Context, name string, args DeployRoleArgs, opts .
 		}
 		provider = p.Arn
 	}
-	trust := iam.GetPolicyDocumentOutput(ctx, iam.GetPolicyDocumentOutputArgs{Statements: iam.GetPolicyDocumentStatementArray{
-		iam.GetPolicyDocumentStatementArgs{
-			Actions: pulumi.ToStringArray([]string{"sts:AssumeRoleWithWebIdentity"}),
-			Principals: iam.GetPolicyDocumentStatementPrincipalArray{iam.GetPolicyDocumentStatementPrincipalArgs{
-				Type: pulumi.String("Federated"), Identifiers: pulumi.StringArray{provider},
-			}},
-			Conditions: iam.GetPolicyDocumentStatementConditionArray{
-				iam.GetPolicyDocumentStatementConditionArgs{Test: pulumi.String("StringEquals"),
-					Variable: pulumi.String(GithubOIDCIssuer + ":aud"), Values: pulumi.ToStringArray([]string{"sts.amazonaws.com"})},
-				iam.GetPolicyDocumentStatementConditionArgs{Test: pulumi.String("StringEquals"),
-					Variable: pulumi.String(GithubOIDCIssuer + ":sub"), Values: pulumi.ToStringArray([]string{
-						fmt.Sprintf("repo:%s:environment:%s", cfg.GithubRepository, cfg.Stack),
-						fmt.Sprintf("repo:%s:environment:preview-%s", cfg.GithubRepository, cfg.Stack),
-					})},
+	role := func(resName, environment, description string, statements iam.GetPolicyDocumentStatementArray) (*iam.Role, error) {
+		trust := iam.GetPolicyDocumentOutput(ctx, iam.GetPolicyDocumentOutputArgs{Statements: iam.GetPolicyDocumentStatementArray{
+			iam.GetPolicyDocumentStatementArgs{
+				Actions: pulumi.ToStringArray([]string{"sts:AssumeRoleWithWebIdentity"}),
+				Principals: iam.GetPolicyDocumentStatementPrincipalArray{iam.GetPolicyDocumentStatementPrincipalArgs{
+					Type: pulumi.String("Federated"), Identifiers: pulumi.StringArray{provider},
+				}},
+				Conditions: iam.GetPolicyDocumentStatementConditionArray{
+					iam.GetPolicyDocumentStatementConditionArgs{Test: pulumi.String("StringEquals"),
+						Variable: pulumi.String(GithubOIDCIssuer + ":aud"), Values: pulumi.ToStringArray([]string{"sts.amazonaws.com"})},
+					iam.GetPolicyDocumentStatementConditionArgs{Test: pulumi.String("StringEquals"),
+						Variable: pulumi.String(GithubOIDCIssuer + ":sub"), Values: pulumi.ToStringArray([]string{
+							fmt.Sprintf("repo:%s:environment:%s", cfg.GithubRepository, environment),
+						})},
+				},
 			},
-		},
-	}}, parent).Json()
-	role, err := iam.NewRole(ctx, name, &iam.RoleArgs{
-		Name:               pulumi.String(cfg.Name("deploy")),
-		Description:        pulumi.String("GitHub Actions of " + cfg.GithubRepository + " deploying stack " + cfg.Stack),
-		AssumeRolePolicy:   trust,
-		MaxSessionDuration: pulumi.Int(3600),
-		Tags:               cfg.Tags("deploy"),
-	}, parent)
+		}}, parent).Json()
+		ro, err := iam.NewRole(ctx, resName, &iam.RoleArgs{
+			Name:               pulumi.String(cfg.Name(resName)),
+			Description:        pulumi.String(description),
+			AssumeRolePolicy:   trust,
+			MaxSessionDuration: pulumi.Int(3600),
+			Tags:               cfg.Tags(resName),
+		}, parent)
+		if err != nil {
+			return nil, err
+		}
+		permissions := iam.GetPolicyDocumentOutput(ctx, iam.GetPolicyDocumentOutputArgs{Statements: statements}, parent)
+		if _, err := iam.NewRolePolicy(ctx, resName, &iam.RolePolicyArgs{Role: ro.ID(), Policy: permissions.Json()}, parent); err != nil {
+			return nil, err
+		}
+		return ro, nil
+	}
+	deploy, err := role("deploy", cfg.Stack, "GitHub Actions of "+cfg.GithubRepository+" deploying stack "+cfg.Stack, deployStatements())
 	if err != nil {
 		return nil, err
 	}
-	// pulumi up creates IAM roles, EKS clusters and everything else here; narrowing this to
-	// the program's actions is future work (README: The pipeline).
-	if _, err := iam.NewRolePolicyAttachment(ctx, name, &iam.RolePolicyAttachmentArgs{
-		Role: role.Name, PolicyArn: pulumi.String("arn:aws:iam::aws:policy/AdministratorAccess"),
-	}, parent); err != nil {
+	preview, err := role("preview", "preview-"+cfg.Stack, "GitHub Actions of "+cfg.GithubRepository+" previewing stack "+cfg.Stack+" for pull requests", previewStatements(cfg))
+	if err != nil {
 		return nil, err
 	}
-	r.Arn = role.Arn
-	if err := ctx.RegisterResourceOutputs(r, pulumi.Map{"arn": role.Arn}); err != nil {
+	r.Arn, r.PreviewArn = deploy.Arn, preview.Arn
+	if err := ctx.RegisterResourceOutputs(r, pulumi.Map{"arn": deploy.Arn, "previewArn": preview.Arn}); err != nil {
 		return nil, err
 	}
 	return r, nil
+}
+
+func statement(sid string, actions []string, resources ...string) iam.GetPolicyDocumentStatementArgs {
+	if len(resources) == 0 {
+		resources = []string{"*"}
+	}
+	return iam.GetPolicyDocumentStatementArgs{Sid: pulumi.String(sid), Actions: pulumi.ToStringArray(actions), Resources: pulumi.ToStringArray(resources)}
+}
+
+func condition(test, variable string, values ...string) iam.GetPolicyDocumentStatementConditionArray {
+	return iam.GetPolicyDocumentStatementConditionArray{iam.GetPolicyDocumentStatementConditionArgs{
+		Test: pulumi.String(test), Variable: pulumi.String(variable), Values: pulumi.ToStringArray(values),
+	}}
+}
+
+func sortedPrefixes() []string {
+	var out []string
+	for _, module := range sortedKeys(DeployServices) {
+		out = append(out, DeployServices[module]...)
+	}
+	return out
+}
+
+// deployStatements: every action of the services the program manages, IAM limited to roles and
+// OIDC providers, roles passed only to the services that use them.
+func deployStatements() iam.GetPolicyDocumentStatementArray {
+	var services []string
+	for _, prefix := range sortedPrefixes() {
+		services = append(services, prefix+":*")
+	}
+	pass := statement("PassRolesToTheirServices", []string{"iam:PassRole"})
+	pass.Conditions = condition("StringEquals", "iam:PassedToService", passedToServices...)
+	linked := statement("ServiceLinkedRoles", []string{"iam:CreateServiceLinkedRole"})
+	linked.Conditions = condition("StringEquals", "iam:AWSServiceName", linkedServices...)
+	return iam.GetPolicyDocumentStatementArray{
+		statement("ManagedServices", services),
+		statement("RolesAndOidcProviders", deployIAMActions),
+		pass, linked,
+		statement("WhoAmI", []string{"sts:GetCallerIdentity"}),
+	}
+}
+
+// previewStatements: reading the same services (no secret values), and an SSM session to this
+// stack's API tunnel so that the preview reaches the Kubernetes API.
+func previewStatements(cfg Config) iam.GetPolicyDocumentStatementArray {
+	var read []string
+	for _, prefix := range sortedPrefixes() {
+		read = append(read, prefix+":Describe*", prefix+":List*")
+		if prefix != "secretsmanager" { // its Get* includes GetSecretValue
+			read = append(read, prefix+":Get*")
+		}
+	}
+	read = append(read, "iam:Get*", "iam:List*", "sts:GetCallerIdentity")
+	tunnel := statement("SessionToTheApiTunnel", []string{"ssm:StartSession"}, "arn:aws:ec2:*:*:instance/*")
+	tunnel.Conditions = condition("StringEquals", "aws:ResourceTag/Name", cfg.Name("api-tunnel"))
+	return iam.GetPolicyDocumentStatementArray{
+		statement("ReadManagedServices", read),
+		tunnel,
+		statement("PortForwardingDocument", []string{"ssm:StartSession"}, "arn:aws:ssm:*::document/AWS-StartPortForwardingSessionToRemoteHost"),
+		statement("EndOwnSessions", []string{"ssm:TerminateSession", "ssm:ResumeSession"}, "arn:aws:ssm:*:*:session/${aws:userid}-*"),
+	}
 }

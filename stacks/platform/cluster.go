@@ -44,10 +44,16 @@ type ClusterArgs struct {
 	// Admins are the principals given cluster admin through access entries, by a stable
 	// resource name ("deploy", "admin-0"…).
 	Admins map[string]pulumi.StringInput
+	// Viewers are given read-only access (AmazonEKSViewPolicy): the pull-request preview role.
+	Viewers map[string]pulumi.StringInput
 }
 
-// ClusterAdminPolicy is the EKS access policy with full cluster admin (system:masters).
-const ClusterAdminPolicy = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+// ClusterAdminPolicy is the EKS access policy with full cluster admin (system:masters);
+// ClusterViewPolicy reads most objects, Secrets excepted.
+const (
+	ClusterAdminPolicy = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+	ClusterViewPolicy  = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSViewPolicy"
+)
 
 // ControlPlaneLogTypes are all the EKS control-plane logs; all are sent to CloudWatch.
 var ControlPlaneLogTypes = []string{"api", "audit", "authenticator", "controllerManager", "scheduler"}
@@ -107,6 +113,10 @@ func NewCluster(ctx *pulumi.Context, name string, args ClusterArgs, opts ...pulu
 	if _, err := awseks.NewAddon(ctx, name+"-vpc-cni", &awseks.AddonArgs{
 		ClusterName: clusterName,
 		AddonName:   pulumi.String("vpc-cni"),
+		// Without the network policy agent, NetworkPolicies are accepted and not enforced (EKS
+		// user guide, "Restrict pod network traffic with Kubernetes network policies"); the
+		// add-on's schema takes the flag as a string.
+		ConfigurationValues: pulumi.String(`{"enableNetworkPolicy":"true"}`),
 		// Adopt the CNI EKS installed at creation instead of failing on its objects.
 		ResolveConflictsOnCreate: pulumi.String("OVERWRITE"),
 		ResolveConflictsOnUpdate: pulumi.String("OVERWRITE"),
@@ -114,7 +124,10 @@ func NewCluster(ctx *pulumi.Context, name string, args ClusterArgs, opts ...pulu
 	}, parent); err != nil {
 		return nil, err
 	}
-	if err := accessEntries(ctx, name, cfg, clusterName, args.Admins, parent); err != nil {
+	if err := accessEntries(ctx, name, cfg, clusterName, args.Admins, ClusterAdminPolicy, parent); err != nil {
+		return nil, err
+	}
+	if err := accessEntries(ctx, name, cfg, clusterName, args.Viewers, ClusterViewPolicy, parent); err != nil {
 		return nil, err
 	}
 
@@ -129,12 +142,15 @@ func NewCluster(ctx *pulumi.Context, name string, args ClusterArgs, opts ...pulu
 	if err != nil {
 		return nil, err
 	}
+	var nodePolicies []pulumi.Resource
 	for i, policy := range []string{"AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy", "AmazonEC2ContainerRegistryReadOnly"} {
-		if _, err := iam.NewRolePolicyAttachment(ctx, name+"-node-"+strconv.Itoa(i), &iam.RolePolicyAttachmentArgs{
+		a, err := iam.NewRolePolicyAttachment(ctx, name+"-node-"+strconv.Itoa(i), &iam.RolePolicyAttachmentArgs{
 			Role: nodeRole.Name, PolicyArn: pulumi.String("arn:aws:iam::aws:policy/" + policy),
-		}, parent); err != nil {
+		}, parent)
+		if err != nil {
 			return nil, err
 		}
+		nodePolicies = append(nodePolicies, a)
 	}
 	template, err := ec2.NewLaunchTemplate(ctx, name+"-node", &ec2.LaunchTemplateArgs{
 		Description: pulumi.String("EKS managed nodes for " + args.Name),
@@ -163,9 +179,16 @@ func NewCluster(ctx *pulumi.Context, name string, args ClusterArgs, opts ...pulu
 	for _, t := range cfg.NodeInstanceTypes {
 		instanceTypes = append(instanceTypes, pulumi.String(t))
 	}
-	if _, err := eks.NewManagedNodeGroup(ctx, name+"-nodes", &eks.ManagedNodeGroupArgs{
-		Cluster:       cluster,
-		NodeRole:      nodeRole,
+	// The aws provider's NodeGroup rather than pulumi-eks's component, so that the desired size
+	// can be left to the Cluster Autoscaler: ignoreChanges on a component does not reach the
+	// resources its provider creates. Managed nodes get their EC2_LINUX access entry from EKS.
+	nodeOpts := []pulumi.ResourceOption{parent, pulumi.DependsOn(nodePolicies)}
+	if cfg.Autoscaling {
+		nodeOpts = append(nodeOpts, pulumi.IgnoreChanges([]string{"scalingConfig.desiredSize"}))
+	}
+	nodes, err := awseks.NewNodeGroup(ctx, name+"-nodes", &awseks.NodeGroupArgs{
+		ClusterName:   clusterName,
+		NodeRoleArn:   nodeRole.Arn,
 		SubnetIds:     args.Network.PrivateSubnetIDs,
 		InstanceTypes: instanceTypes,
 		CapacityType:  pulumi.String("ON_DEMAND"),
@@ -177,7 +200,18 @@ func NewCluster(ctx *pulumi.Context, name string, args ClusterArgs, opts ...pulu
 			Version: template.LatestVersion.ApplyT(func(v int) string { return strconv.Itoa(v) }).(pulumi.StringOutput),
 		},
 		Tags: cfg.Tags("eks-nodes"),
-	}, parent); err != nil {
+	}, nodeOpts...)
+	if err != nil {
+		return nil, err
+	}
+	// HPAs read pod CPU from the metrics API, which EKS does not serve without metrics-server.
+	if _, err := awseks.NewAddon(ctx, name+"-metrics-server", &awseks.AddonArgs{
+		ClusterName:              clusterName,
+		AddonName:                pulumi.String("metrics-server"),
+		ResolveConflictsOnCreate: pulumi.String("OVERWRITE"),
+		ResolveConflictsOnUpdate: pulumi.String("OVERWRITE"),
+		Tags:                     cfg.Tags("metrics-server"),
+	}, parent, pulumi.DependsOn([]pulumi.Resource{nodes})); err != nil {
 		return nil, err
 	}
 
@@ -215,11 +249,11 @@ func (c *Cluster) NewProvider(ctx *pulumi.Context, via ...pulumi.Resource) (*kub
 	return p, nil
 }
 
-// accessEntries gives each admin principal cluster admin. The principal that creates the cluster
+// accessEntries gives each principal the access policy, cluster-wide. The principal that creates the cluster
 // is not among them: pulumi-eks v2 creates the cluster with bootstrapClusterCreatorAdminPermissions
 // true (nodejs/eks/cluster/cluster.ts), so EKS already holds an entry for it, and a second one
 // fails with ResourceInUseException (EKS API reference, CreateAccessEntry).
-func accessEntries(ctx *pulumi.Context, name string, cfg Config, clusterName pulumi.StringOutput, admins map[string]pulumi.StringInput, parent pulumi.ResourceOrInvokeOption) error {
+func accessEntries(ctx *pulumi.Context, name string, cfg Config, clusterName pulumi.StringOutput, admins map[string]pulumi.StringInput, policy string, parent pulumi.ResourceOrInvokeOption) error {
 	keys := make([]string, 0, len(admins))
 	for k := range admins {
 		keys = append(keys, k)
@@ -238,7 +272,7 @@ func accessEntries(ctx *pulumi.Context, name string, cfg Config, clusterName pul
 		if _, err := awseks.NewAccessPolicyAssociation(ctx, name+"-"+k, &awseks.AccessPolicyAssociationArgs{
 			ClusterName:  clusterName,
 			PrincipalArn: entry.PrincipalArn,
-			PolicyArn:    pulumi.String(ClusterAdminPolicy),
+			PolicyArn:    pulumi.String(policy),
 			AccessScope:  &awseks.AccessPolicyAssociationAccessScopeArgs{Type: pulumi.String("cluster")},
 		}, parent); err != nil {
 			return err
@@ -273,4 +307,25 @@ func tunnelKubeconfig(cfg Config, cluster awseks.ClusterOutput) pulumi.StringOut
 		b, err := json.Marshal(kc)
 		return string(b), err
 	}).(pulumi.StringOutput)
+}
+
+// ServiceAccountRole is an IAM role that only the Kubernetes service account ns/sa of this cluster
+// can assume (IRSA: the OIDC provider's sub and aud claims), with no permissions yet.
+func (c *Cluster) ServiceAccountRole(ctx *pulumi.Context, name, ns, sa string, cfg Config, parent pulumi.ResourceOrInvokeOption) (*iam.Role, error) {
+	issuer := c.OidcProviderURL.ApplyT(func(u string) string { return strings.TrimPrefix(u, "https://") }).(pulumi.StringOutput)
+	trust := iam.GetPolicyDocumentOutput(ctx, iam.GetPolicyDocumentOutputArgs{Statements: iam.GetPolicyDocumentStatementArray{
+		iam.GetPolicyDocumentStatementArgs{
+			Actions: pulumi.StringArray{pulumi.String("sts:AssumeRoleWithWebIdentity")},
+			Principals: iam.GetPolicyDocumentStatementPrincipalArray{iam.GetPolicyDocumentStatementPrincipalArgs{
+				Type: pulumi.String("Federated"), Identifiers: pulumi.StringArray{c.OidcProviderArn},
+			}},
+			Conditions: iam.GetPolicyDocumentStatementConditionArray{
+				iam.GetPolicyDocumentStatementConditionArgs{Test: pulumi.String("StringEquals"), Variable: pulumi.Sprintf("%s:sub", issuer),
+					Values: pulumi.StringArray{pulumi.String("system:serviceaccount:" + ns + ":" + sa)}},
+				iam.GetPolicyDocumentStatementConditionArgs{Test: pulumi.String("StringEquals"), Variable: pulumi.Sprintf("%s:aud", issuer),
+					Values: pulumi.StringArray{pulumi.String("sts.amazonaws.com")}},
+			},
+		},
+	}}, parent)
+	return iam.NewRole(ctx, name, &iam.RoleArgs{AssumeRolePolicy: trust.Json(), Tags: cfg.Tags(name)}, parent)
 }

@@ -72,6 +72,9 @@ type Config struct {
 
 	IstioVersion        string
 	LbControllerVersion string
+	// ClusterAutoscalerVersion is the Cluster Autoscaler chart; the image is v<clusterVersion>.0,
+	// as the autoscaler's minor version must match the cluster's.
+	ClusterAutoscalerVersion string
 }
 
 var (
@@ -197,6 +200,7 @@ func LoadConfig(ctx *pulumi.Context) (Config, error) {
 	try("githubOidcProvider", str(&cfg.GithubOidcProvider))
 	try("istioVersion", str(&cfg.IstioVersion))
 	try("lbControllerVersion", str(&cfg.LbControllerVersion))
+	try("clusterAutoscalerVersion", str(&cfg.ClusterAutoscalerVersion))
 	if len(errs) > 0 {
 		return Config{}, fmt.Errorf("stack %s configuration (see Pulumi.yaml for every key): %w", ctx.Stack(), errors.Join(errs...))
 	}

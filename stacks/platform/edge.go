@@ -47,15 +47,21 @@ func NewEdge(ctx *pulumi.Context, name string, args EdgeArgs, opts ...pulumi.Res
 	}
 	cfg, parent := args.Config, pulumi.Parent(e)
 
+	var mappings lb.LoadBalancerSubnetMappingArray
+	for i, address := range args.Network.LoadBalancerAddresses {
+		mappings = append(mappings, lb.LoadBalancerSubnetMappingArgs{
+			SubnetId: args.Network.PrivateSubnet(i).ID(), PrivateIpv4Address: pulumi.String(address),
+		})
+	}
 	nlb, err := lb.NewLoadBalancer(ctx, name, &lb.LoadBalancerArgs{
 		Name:                         pulumi.String(cfg.Name("nlb")),
 		LoadBalancerType:             pulumi.String("network"),
 		Internal:                     pulumi.Bool(true), // reached only through the VPC link
-		Subnets:                      args.Network.PrivateSubnetIDs,
+		SubnetMappings:               mappings,
 		EnableCrossZoneLoadBalancing: pulumi.Bool(true),
 		EnableDeletionProtection:     pulumi.Bool(cfg.Prod()),
 		Tags:                         cfg.Tags("nlb"),
-	}, parent)
+	}, parent, pulumi.DependsOn(args.Network.Reservations))
 	if err != nil {
 		return nil, err
 	}
@@ -70,7 +76,10 @@ func NewEdge(ctx *pulumi.Context, name string, args EdgeArgs, opts ...pulumi.Res
 			HealthyThreshold: pulumi.Int(2), UnhealthyThreshold: pulumi.Int(2), Interval: pulumi.Int(10),
 		},
 		DeregistrationDelay: pulumi.Int(30),
-		Tags:                cfg.Tags("gateway"),
+		// The pods then see the NLB's own addresses (ELB guide, "Client IP preservation"; already
+		// the default for IP targets over TCP), which the gateway's NetworkPolicy admits alone.
+		PreserveClientIp: pulumi.String("false"),
+		Tags:             cfg.Tags("gateway"),
 	}, parent)
 	if err != nil {
 		return nil, err
@@ -86,6 +95,10 @@ func NewEdge(ctx *pulumi.Context, name string, args EdgeArgs, opts ...pulumi.Res
 	}
 	// The NLB forwards and health-checks from its private addresses to the pods, which carry
 	// the cluster security group.
+	var nlbCidrs pulumi.StringArray
+	for _, a := range args.Network.LoadBalancerAddresses {
+		nlbCidrs = append(nlbCidrs, pulumi.String(a+"/32"))
+	}
 	if _, err := ec2.NewSecurityGroupRule(ctx, name+"-nlb-to-gateway", &ec2.SecurityGroupRuleArgs{
 		Type:            pulumi.String("ingress"),
 		Description:     pulumi.String("NLB to gateway pods"),
@@ -93,7 +106,7 @@ func NewEdge(ctx *pulumi.Context, name string, args EdgeArgs, opts ...pulumi.Res
 		Protocol:        pulumi.String("tcp"),
 		FromPort:        pulumi.Int(ContainerPort),
 		ToPort:          pulumi.Int(ContainerPort),
-		CidrBlocks:      pulumi.StringArray{pulumi.String(args.Network.VpcCidr)},
+		CidrBlocks:      nlbCidrs,
 	}, parent); err != nil {
 		return nil, err
 	}
@@ -138,7 +151,16 @@ func NewEdge(ctx *pulumi.Context, name string, args EdgeArgs, opts ...pulumi.Res
 			return err
 		}
 		routes = append(routes, method, integration)
-		routeIDs = append(routeIDs, method.ID().ToStringOutput(), integration.ID().ToStringOutput(), integration.Uri.Elem())
+		// Everything the stage serves for this route: a change to any of it (a timeout, a
+		// parameter mapping, the VPC link) must make a new deployment.
+		spec := pulumi.Map{
+			"method": method.ID(), "integration": integration.ID(), "verb": pulumi.String(verb), "uri": in.Uri,
+			"type": in.Type, "connection": in.ConnectionId, "timeout": in.TimeoutMilliseconds, "authorization": m.Authorization,
+		}
+		if proxy {
+			spec["methodParameters"], spec["integrationParameters"] = m.RequestParameters, in.RequestParameters
+		}
+		routeIDs = append(routeIDs, pulumi.JSONMarshal(spec))
 		return nil
 	}
 	for _, svc := range APIServices {
@@ -163,8 +185,7 @@ func NewEdge(ctx *pulumi.Context, name string, args EdgeArgs, opts ...pulumi.Res
 			}
 		}
 	}
-	// A new deployment whenever any method or integration changes; otherwise the stage keeps
-	// serving the old routes.
+	// A new deployment whenever any route changes; otherwise the stage keeps serving the old ones.
 	trigger := routeIDs.ToStringArrayOutput().ApplyT(func(ids []string) string {
 		b, _ := json.Marshal(ids)
 		sum := sha256.Sum256(b)
@@ -230,16 +251,8 @@ func NewEdge(ctx *pulumi.Context, name string, args EdgeArgs, opts ...pulumi.Res
 			return nil, err
 		}
 	}
-	if _, err := apigateway.NewUsagePlan(ctx, name, &apigateway.UsagePlanArgs{
-		Name:      pulumi.String(cfg.Name("default")),
-		ApiStages: apigateway.UsagePlanApiStageArray{apigateway.UsagePlanApiStageArgs{ApiId: api.ID(), Stage: stage.StageName}},
-		ThrottleSettings: &apigateway.UsagePlanThrottleSettingsArgs{
-			RateLimit: pulumi.Float64(float64(cfg.ApiThrottleRate)), BurstLimit: pulumi.Int(cfg.ApiThrottleBurst),
-		},
-		Tags: cfg.Tags("usage-plan"),
-	}, parent); err != nil {
-		return nil, err
-	}
+	// No usage plan: without API keys a usage plan limits nothing; the stage's method settings
+	// above are the throttle, and WAF's rate rule is the per-client limit in prod.
 	if cfg.EnableWaf {
 		if err := webACL(ctx, name, cfg, stage, parent); err != nil {
 			return nil, err
@@ -266,22 +279,26 @@ func accessLogFormat() string {
 	return string(b)
 }
 
-// apiGatewayAccount sets the account-wide role API Gateway uses to write CloudWatch logs.
+// apiGatewayAccount sets the account-wide role API Gateway uses to write CloudWatch logs. Each
+// stack that manages it sets its own role, and keeps role and setting when it is destroyed
+// (RetainOnDelete): a stack sharing the account never loses logging to another's teardown, and
+// any stack can be the first in an account.
 func apiGatewayAccount(ctx *pulumi.Context, name string, cfg Config, parent pulumi.ResourceOrInvokeOption) (*apigateway.Account, error) {
+	keep := pulumi.RetainOnDelete(true)
 	assume, err := serviceTrust(ctx, "apigateway.amazonaws.com", parent)
 	if err != nil {
 		return nil, err
 	}
-	role, err := iam.NewRole(ctx, name+"-cloudwatch", &iam.RoleArgs{AssumeRolePolicy: pulumi.String(assume), Tags: cfg.Tags("apigateway-cloudwatch")}, parent)
+	role, err := iam.NewRole(ctx, name+"-cloudwatch", &iam.RoleArgs{AssumeRolePolicy: pulumi.String(assume), Tags: cfg.Tags("apigateway-cloudwatch")}, parent, keep)
 	if err != nil {
 		return nil, err
 	}
 	if _, err := iam.NewRolePolicyAttachment(ctx, name+"-cloudwatch", &iam.RolePolicyAttachmentArgs{
 		Role: role.Name, PolicyArn: pulumi.String("arn:aws:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"),
-	}, parent); err != nil {
+	}, parent, keep); err != nil {
 		return nil, err
 	}
-	return apigateway.NewAccount(ctx, name, &apigateway.AccountArgs{CloudwatchRoleArn: role.Arn}, parent)
+	return apigateway.NewAccount(ctx, name, &apigateway.AccountArgs{CloudwatchRoleArn: role.Arn}, parent, keep)
 }
 
 // webACL blocks clients over cfg.WafRateLimit requests per 5 minutes and applies AWS's common

@@ -1,7 +1,13 @@
 package platform
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/netip"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -9,12 +15,38 @@ import (
 func TestEdge(t *testing.T) {
 	forStacks(t, func(t *testing.T, p *Plan, cfg Config) {
 		nlb := one(t, p, "aws:lb/loadBalancer:LoadBalancer")
-		if nlb.Inputs["internal"] != true || nlb.Inputs["loadBalancerType"] != "network" || !reflect.DeepEqual(sorted(nlb.Inputs["subnets"]), privateSubnetIDs(p)) {
-			t.Errorf("NLB = %v, want internal, network, in the private subnets", nlb.Inputs)
+		var mapped, addresses []string
+		for i := range len(privateSubnetIDs(p)) {
+			mapped = append(mapped, fmt.Sprint(at(nlb.Inputs, fmt.Sprintf("subnetMappings.%d.subnetId", i))))
+			addresses = append(addresses, fmt.Sprint(at(nlb.Inputs, fmt.Sprintf("subnetMappings.%d.privateIpv4Address", i))))
+		}
+		if nlb.Inputs["internal"] != true || nlb.Inputs["loadBalancerType"] != "network" || !reflect.DeepEqual(mapped, privateSubnetIDs(p)) {
+			t.Errorf("NLB = %v, want internal, network, mapped to the private subnets", nlb.Inputs)
+		}
+		// Each address lies in an explicit reservation of its own subnet, which the NLB waits for.
+		reservations := p.ByType("aws:ec2/subnetCidrReservation:SubnetCidrReservation")
+		if len(reservations) != len(addresses) {
+			t.Fatalf("%d reservations for %d NLB addresses", len(reservations), len(addresses))
+		}
+		for i, r := range reservations {
+			block := netip.MustParsePrefix(r.Inputs["cidrBlock"].(string))
+			subnet := named(t, p, "aws:ec2/subnet:Subnet", fmt.Sprintf("network-private-%d", i))
+			if r.Inputs["reservationType"] != "explicit" || r.Inputs["subnetId"] != subnet.Name+"-id" ||
+				!block.Contains(netip.MustParseAddr(addresses[i])) || !netip.MustParsePrefix(subnet.Inputs["cidrBlock"].(string)).Contains(block.Addr()) {
+				t.Errorf("reservation %v does not hold NLB address %s in subnet %v", r.Inputs, addresses[i], subnet.Inputs["cidrBlock"])
+			}
+			if !slices.Contains(nlb.Dependencies, r.URN) {
+				t.Errorf("the NLB does not wait for reservation %s", r.Name)
+			}
 		}
 		tg := one(t, p, "aws:lb/targetGroup:TargetGroup")
-		if tg.Inputs["targetType"] != "ip" || tg.Inputs["port"] != float64(ContainerPort) || at(tg.Inputs, "healthCheck.path") != "/healthz" {
-			t.Errorf("target group = %v", tg.Inputs)
+		if tg.Inputs["targetType"] != "ip" || tg.Inputs["port"] != float64(ContainerPort) || at(tg.Inputs, "healthCheck.path") != "/healthz" ||
+			tg.Inputs["preserveClientIp"] != "false" {
+			t.Errorf("target group = %v, want IP targets on the container port, /healthz, the NLB's own source addresses", tg.Inputs)
+		}
+		rule := named(t, p, "aws:ec2/securityGroupRule:SecurityGroupRule", "edge-nlb-to-gateway")
+		if got := asStrings(rule.Inputs["cidrBlocks"]); !reflect.DeepEqual(got, slash32(addresses)) {
+			t.Errorf("NLB-to-gateway security group rule admits %v, want only the NLB's %v", got, slash32(addresses))
 		}
 
 		integrations := p.ByType("aws:apigateway/integration:Integration")
@@ -27,8 +59,11 @@ func TestEdge(t *testing.T) {
 			}
 		}
 		deployment := one(t, p, "aws:apigateway/deployment:Deployment")
-		if trigger, _ := at(deployment.Inputs, "triggers.redeployment").(string); len(trigger) != 64 {
-			t.Errorf("deployment trigger = %v, want a hash of the routes", deployment.Inputs["triggers"])
+		if trigger, _ := at(deployment.Inputs, "triggers.redeployment").(string); trigger != routeHash(t, p) {
+			t.Errorf("deployment trigger = %v, want the hash of every route's method, integration, URI, type, VPC link, timeout and parameters", trigger)
+		}
+		if n := len(p.ByType("aws:apigateway/usagePlan:UsagePlan")); n != 0 {
+			t.Errorf("%d usage plans: without API keys a usage plan limits nothing", n)
 		}
 
 		stage := one(t, p, "aws:apigateway/stage:Stage")
@@ -68,13 +103,62 @@ func TestEdge(t *testing.T) {
 			}
 		}
 	})
-	// The account-wide CloudWatch role follows its flag: dev sets it, prod does not.
-	if n := len(planFor(t, "dev").ByType("aws:apigateway/account:Account")); n != 1 {
-		t.Errorf("dev has %d API Gateway account settings, want 1", n)
+	// Each stack sets the account's CloudWatch role for API Gateway, so that either can be first in
+	// an account, and keeps it (and the role) when destroyed, so that the other keeps logging.
+	forStacks(t, func(t *testing.T, p *Plan, _ Config) {
+		account := one(t, p, "aws:apigateway/account:Account")
+		role := named(t, p, "aws:iam/role:Role", "edge-cloudwatch")
+		attachment := named(t, p, "aws:iam/rolePolicyAttachment:RolePolicyAttachment", "edge-cloudwatch")
+		for _, r := range []Resource{account, role, attachment} {
+			if !r.RetainOnDelete {
+				t.Errorf("%s is deleted with the stack; the other stack in the account would lose its logging role", r.URN)
+			}
+		}
+		if stage := one(t, p, "aws:apigateway/stage:Stage"); !slices.Contains(stage.Dependencies, account.URN) {
+			t.Errorf("the stage does not wait for the account's CloudWatch role")
+		}
+	})
+}
+
+func slash32(addresses []string) []string {
+	var out []string
+	for _, a := range addresses {
+		out = append(out, a+"/32")
 	}
-	if n := len(planFor(t, "prod").ByType("aws:apigateway/account:Account")); n != 0 {
-		t.Errorf("prod has %d API Gateway account settings, want 0", n)
+	return out
+}
+
+// routeHash recomputes the deployment trigger from the plan: the sha256 of the JSON list of each
+// route's method and integration IDs and the integration inputs the stage serves.
+func routeHash(t *testing.T, p *Plan) string {
+	t.Helper()
+	var specs, order []string
+	for _, svc := range APIServices { // the order edge.go declares the routes in
+		order = append(order, "edge-"+svc+"-any", "edge-"+svc+"-proxy-any")
+		if svc == "orders" {
+			order = append(order, "edge-orders-post")
+		}
 	}
+	for _, name := range order {
+		in := named(t, p, "aws:apigateway/integration:Integration", name)
+		m := named(t, p, "aws:apigateway/method:Method", name)
+		spec := map[string]any{
+			"method": m.Name + "-id", "integration": in.Name + "-id", "verb": in.Inputs["httpMethod"], "uri": in.Inputs["uri"],
+			"type": in.Inputs["type"], "connection": in.Inputs["connectionId"], "timeout": in.Inputs["timeoutMilliseconds"],
+			"authorization": m.Inputs["authorization"],
+		}
+		if in.Inputs["requestParameters"] != nil {
+			spec["methodParameters"], spec["integrationParameters"] = m.Inputs["requestParameters"], in.Inputs["requestParameters"]
+		}
+		b, err := json.Marshal(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		specs = append(specs, string(b))
+	}
+	b, _ := json.Marshal(specs)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
 
 func TestStackOutputs(t *testing.T) {

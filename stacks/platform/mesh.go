@@ -91,6 +91,9 @@ func NewMesh(ctx *pulumi.Context, name string, args MeshArgs, opts ...pulumi.Res
 		Namespace:      system.Metadata.Name().Elem(),
 		Values: pulumi.Map{
 			"meshConfig": pulumi.Map{"accessLogFile": pulumi.String("/dev/stdout")},
+			// The chart's PDB keeps one istiod available: with a single replica it would block
+			// every node drain (node group updates, scale-down).
+			"global": pulumi.Map{"defaultPodDisruptionBudget": pulumi.Map{"enabled": pulumi.Bool(replicasFor(cfg, 2) >= 2)}},
 			"pilot": pulumi.Map{"autoscaleMin": pulumi.Int(replicasFor(cfg, 2)), "cni": pulumi.Map{"enabled": pulumi.Bool(true)},
 				"resources": pulumi.Map{"requests": pulumi.Map{"cpu": pulumi.String("200m"), "memory": pulumi.String("512Mi")}}},
 		},

@@ -18,6 +18,13 @@ type Network struct {
 	VpcCidr          string
 	PublicSubnetIDs  pulumi.StringArrayOutput
 	PrivateSubnetIDs pulumi.StringArrayOutput
+	// LoadBalancerAddresses are the internal NLB's private addresses, one per private subnet,
+	// each in an explicit subnet CIDR reservation: EC2 never hands them to a node or a pod, so a
+	// NetworkPolicy can admit exactly the load balancer.
+	LoadBalancerAddresses []string
+	// Reservations hold LoadBalancerAddresses; the NLB must come after them.
+	Reservations   []pulumi.Resource
+	privateSubnets []*ec2.Subnet
 }
 
 // NetworkArgs configures a Network.
@@ -135,6 +142,19 @@ func NewNetwork(ctx *pulumi.Context, name string, args NetworkArgs, opts ...pulu
 			return nil, err
 		}
 		private = append(private, priv.ID())
+		n.privateSubnets = append(n.privateSubnets, priv)
+		reserved, address := loadBalancerReservation(blocks.private[i])
+		res, err := ec2.NewSubnetCidrReservation(ctx, fmt.Sprintf("%s-private-%d-nlb", name, i), &ec2.SubnetCidrReservationArgs{
+			SubnetId:        priv.ID(),
+			CidrBlock:       pulumi.String(reserved),
+			ReservationType: pulumi.String("explicit"), // "You assign the reserved IP addresses" (EC2 API, CreateSubnetCidrReservation)
+			Description:     pulumi.String("internal NLB address; never assigned to nodes or pods"),
+		}, parent)
+		if err != nil {
+			return nil, err
+		}
+		n.Reservations = append(n.Reservations, res)
+		n.LoadBalancerAddresses = append(n.LoadBalancerAddresses, address)
 	}
 
 	n.VpcID = vpc.ID().ToStringOutput()
@@ -173,3 +193,20 @@ func subnetBlocks(vpcCidr string, azs int) (blocks, error) {
 	}
 	return b, nil
 }
+
+// loadBalancerReservation is the second-to-last /28 of a private subnet (the last holds the
+// address AWS keeps for itself) and the load balancer's address in it.
+func loadBalancerReservation(subnet string) (reserved, address string) {
+	p := netip.MustParsePrefix(subnet).Masked()
+	a := p.Addr().As4()
+	size := uint32(1) << (32 - p.Bits())
+	base := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
+	start := base + size - 32
+	ip := func(v uint32) netip.Addr {
+		return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+	}
+	return netip.PrefixFrom(ip(start), 28).String(), ip(start + 4).String()
+}
+
+// PrivateSubnet returns the i-th private subnet.
+func (n *Network) PrivateSubnet(i int) *ec2.Subnet { return n.privateSubnets[i] }

@@ -22,6 +22,9 @@ type Resource struct {
 	// Provider is the explicit provider reference ("urn::id"), empty for the default one.
 	Provider string         `json:"provider,omitempty"`
 	Inputs   map[string]any `json:"inputs"`
+	// RetainOnDelete and IgnoreChanges are the resource options of the same names.
+	RetainOnDelete bool     `json:"retainOnDelete,omitempty"`
+	IgnoreChanges  []string `json:"ignoreChanges,omitempty"`
 	// StandIn marks a resource the harness registered in place of a remote component's
 	// child (pulumi-eks), so that the program's references to it resolve offline.
 	StandIn bool `json:"standIn,omitempty"`
@@ -150,6 +153,8 @@ func (m *mocks) NewResource(args pulumi.MockResourceArgs) (string, resource.Prop
 	if rpc := args.RegisterRPC; rpc != nil {
 		r.Parent = rpc.GetParent()
 		r.Dependencies = rpc.GetDependencies()
+		r.RetainOnDelete = rpc.GetRetainOnDelete()
+		r.IgnoreChanges = rpc.GetIgnoreChanges()
 		for prop, deps := range rpc.GetPropertyDependencies() {
 			if urns := deps.GetUrns(); len(urns) > 0 {
 				if r.PropertyDependencies == nil {
@@ -207,11 +212,6 @@ func (m *mocks) Call(args pulumi.MockCallArgs) (resource.PropertyMap, error) {
 		return resource.NewPropertyMapFromMap(map[string]any{
 			"imageDigest": "sha256:" + hex.EncodeToString(sum[:]), "imageTag": str(args.Args, "imageTag"),
 			"repositoryName": str(args.Args, "repositoryName"),
-		}), nil
-	case "aws:secretsmanager/getSecretVersion:getSecretVersion":
-		return resource.NewPropertyMapFromMap(map[string]any{
-			"secretString": `{"username":"shopmesh","password":"offline-placeholder"}`,
-			"arn":          args.Args["secretId"].V, "versionId": "offline",
 		}), nil
 	}
 	return args.Args, nil

@@ -58,7 +58,8 @@ func stackConfig(t *testing.T, stack string) Config {
 		EndpointPublicAccess: get("endpointPublicAccess") == "true", Replicas: atoi("replicas"), Autoscaling: get("autoscaling") == "true",
 		DbMultiAz: get("dbMultiAz") == "true", DbDeletionProtection: get("dbDeletionProtection") == "true",
 		OrdersThrottleRate: atoi("ordersThrottleRate"), OrdersThrottleBurst: atoi("ordersThrottleBurst"), EcrKeepImages: atoi("ecrKeepImages"),
-		EnableWaf: get("enableWaf") == "true", LogRetentionDays: atoi("logRetentionDays"), DbBackupRetentionDays: atoi("dbBackupRetentionDays")}
+		EnableWaf: get("enableWaf") == "true", LogRetentionDays: atoi("logRetentionDays"), DbBackupRetentionDays: atoi("dbBackupRetentionDays"),
+		Region: raw["aws:region"], ClusterVersion: get("clusterVersion")}
 }
 
 // one returns the single resource of typ, failing otherwise.
@@ -156,12 +157,13 @@ func TestInventory(t *testing.T) {
 			"aws:ecr/lifecyclePolicy:LifecyclePolicy":                 len(Services),
 			"shopmesh:cluster:Cluster":                                1,
 			"eks:index:Cluster":                                       1,
-			"eks:index:ManagedNodeGroup":                              1,
+			"aws:eks/nodeGroup:NodeGroup":                             1,
 			"aws:ec2/launchTemplate:LaunchTemplate":                   1,
 			"pulumi:providers:kubernetes":                             1,
-			"aws:eks/addon:Addon":                                     1, // vpc-cni
-			"aws:eks/accessEntry:AccessEntry":                         1 + len(cfg.ClusterAdminArns),
-			"aws:eks/accessPolicyAssociation:AccessPolicyAssociation": 1 + len(cfg.ClusterAdminArns),
+			"aws:eks/addon:Addon":                                     2, // vpc-cni, metrics-server
+			"aws:eks/accessEntry:AccessEntry":                         2 + len(cfg.ClusterAdminArns),
+			"aws:eks/accessPolicyAssociation:AccessPolicyAssociation": 2 + len(cfg.ClusterAdminArns),
+			"aws:ec2/subnetCidrReservation:SubnetCidrReservation":     cfg.AzCount,
 			"shopmesh:access:ApiTunnel":                               1,
 			"aws:ec2/instance:Instance":                               1,
 			"shopmesh:database:Database":                              1,
@@ -176,15 +178,12 @@ func TestInventory(t *testing.T) {
 		for typ, n := range perService {
 			want[typ] = n * len(Services)
 		}
-		scaled, waf, account := 0, 0, 0
+		scaled, waf, releases := 0, 0, 4
 		if cfg.Autoscaling {
-			scaled = len(Services)
+			scaled, releases = len(Services), 5 // the Cluster Autoscaler
 		}
 		if cfg.EnableWaf {
 			waf = 1
-		}
-		if p.Stack == "dev" { // manageApiGatewayAccount
-			account = 1
 		}
 		for typ, n := range map[string]int{
 			"shopmesh:edge:Edge": 1, "shopmesh:mesh:Mesh": 1, "shopmesh:workloads:Workloads": 1,
@@ -192,9 +191,9 @@ func TestInventory(t *testing.T) {
 			"aws:apigateway/restApi:RestApi": 1, "aws:apigateway/vpcLink:VpcLink": 1,
 			"aws:apigateway/resource:Resource": 2 * len(APIServices), "aws:apigateway/method:Method": 2*len(APIServices) + 1,
 			"aws:apigateway/deployment:Deployment": 1, "aws:apigateway/stage:Stage": 1, "aws:apigateway/methodSettings:MethodSettings": 2,
-			"aws:apigateway/usagePlan:UsagePlan": 1, "aws:cloudwatch/logGroup:LogGroup": 1, "aws:apigateway/account:Account": account,
+			"aws:apigateway/usagePlan:UsagePlan": 0, "aws:cloudwatch/logGroup:LogGroup": 1, "aws:apigateway/account:Account": 1,
 			"aws:wafv2/webAcl:WebAcl": waf, "aws:wafv2/webAclAssociation:WebAclAssociation": waf,
-			"kubernetes:helm.sh/v3:Release": 4, "kubernetes:core/v1:Namespace": 2, "kubernetes:core/v1:Secret": 1,
+			"kubernetes:helm.sh/v3:Release": releases, "kubernetes:core/v1:Namespace": 2, "kubernetes:core/v1:Secret": 0,
 			"kubernetes:networking.k8s.io/v1:NetworkPolicy":      2 + len(Services),
 			"kubernetes:security.istio.io/v1:PeerAuthentication": 2, "kubernetes:elbv2.k8s.aws/v1beta1:TargetGroupBinding": 1,
 			"kubernetes:autoscaling/v2:HorizontalPodAutoscaler": scaled, "kubernetes:policy/v1:PodDisruptionBudget": scaled,
@@ -278,7 +277,7 @@ func TestClusterSecurity(t *testing.T) {
 			t.Errorf("cluster subnets = %v, want the private ones %v", got, privateSubnetIDs(p))
 		}
 
-		nodes := one(t, p, "eks:index:ManagedNodeGroup")
+		nodes := one(t, p, "aws:eks/nodeGroup:NodeGroup")
 		if got := sorted(nodes.Inputs["subnetIds"]); !reflect.DeepEqual(got, privateSubnetIDs(p)) {
 			t.Errorf("node group subnets = %v, want the private ones", got)
 		}
@@ -392,8 +391,8 @@ func TestDevAndProdDiffer(t *testing.T) {
 		{"subnets", len(dev.ByType("aws:ec2/subnet:Subnet")), len(prod.ByType("aws:ec2/subnet:Subnet"))},
 		{"NAT gateways", len(dev.ByType("aws:ec2/natGateway:NatGateway")), len(prod.ByType("aws:ec2/natGateway:NatGateway"))},
 		{"GitHub OIDC provider owner", len(dev.ByType("aws:iam/openIdConnectProvider:OpenIdConnectProvider")), len(prod.ByType("aws:iam/openIdConnectProvider:OpenIdConnectProvider"))},
-		{"node types", fmt.Sprint(one(t, dev, "eks:index:ManagedNodeGroup").Inputs["instanceTypes"]), fmt.Sprint(one(t, prod, "eks:index:ManagedNodeGroup").Inputs["instanceTypes"])},
-		{"node max", at(one(t, dev, "eks:index:ManagedNodeGroup").Inputs, "scalingConfig.maxSize"), at(one(t, prod, "eks:index:ManagedNodeGroup").Inputs, "scalingConfig.maxSize")},
+		{"node types", fmt.Sprint(one(t, dev, "aws:eks/nodeGroup:NodeGroup").Inputs["instanceTypes"]), fmt.Sprint(one(t, prod, "aws:eks/nodeGroup:NodeGroup").Inputs["instanceTypes"])},
+		{"node max", at(one(t, dev, "aws:eks/nodeGroup:NodeGroup").Inputs, "scalingConfig.maxSize"), at(one(t, prod, "aws:eks/nodeGroup:NodeGroup").Inputs, "scalingConfig.maxSize")},
 		{"RDS class", one(t, dev, "aws:rds/instance:Instance").Inputs["instanceClass"], one(t, prod, "aws:rds/instance:Instance").Inputs["instanceClass"]},
 		{"Multi-AZ", one(t, dev, "aws:rds/instance:Instance").Inputs["multiAz"], one(t, prod, "aws:rds/instance:Instance").Inputs["multiAz"]},
 		{"deletion protection", one(t, dev, "aws:rds/instance:Instance").Inputs["deletionProtection"], one(t, prod, "aws:rds/instance:Instance").Inputs["deletionProtection"]},
@@ -464,38 +463,41 @@ func TestConfigValidation(t *testing.T) {
 	}
 }
 
-// TestDeployRole: the role GitHub Actions assume is trusted only for this repository's jobs in
-// the stack's own environments, through GitHub's OIDC provider.
+// TestDeployRole: the deploy role is trusted only for this repository's jobs in the stack's
+// environment, the preview role only for preview-<stack>, both through GitHub's OIDC provider.
 func TestDeployRole(t *testing.T) {
 	for _, stack := range []string{"dev", "prod"} {
 		p := planFor(t, stack)
-		var role, provider Resource
-		for _, r := range p.Resources {
-			switch {
-			case r.Type == "aws:iam/role:Role" && r.Name == "ci":
-				role = r
-			case r.Type == "aws:iam/openIdConnectProvider:OpenIdConnectProvider" && r.Name == "ci-github":
+		var provider Resource
+		for _, r := range p.ByType("aws:iam/openIdConnectProvider:OpenIdConnectProvider") {
+			if r.Name == "ci-github" {
 				provider = r
 			}
 		}
 		// dev owns the account's GitHub OIDC provider; prod looks it up (one per URL per account).
 		cfg := stackConfig(t, stack)
-		if cfg.GithubOidcProvider == "create" && provider.Inputs["url"] != GithubOIDCURL || cfg.GithubOidcProvider == "existing" && provider.URN != "" ||
-			role.URN == "" || !strings.Contains(role.Parent, "shopmesh:ci:DeployRole") {
-			t.Fatalf("%s (githubOidcProvider %s): deploy role %+v, provider %+v", stack, cfg.GithubOidcProvider, role, provider)
+		if cfg.GithubOidcProvider == "create" && provider.Inputs["url"] != GithubOIDCURL || cfg.GithubOidcProvider == "existing" && provider.URN != "" {
+			t.Fatalf("%s (githubOidcProvider %s): provider %+v", stack, cfg.GithubOidcProvider, provider)
 		}
-		st := trustStatement(t, role)
-		if fed := st.Principal["Federated"]; len(fed) != 1 || !strings.HasSuffix(fed[0], ":oidc-provider/"+GithubOIDCIssuer) && fed[0] != "ci-github-id" {
-			t.Errorf("%s: trusted principal %v, want the GitHub OIDC provider", stack, fed)
+		for name, environment := range map[string]string{"deploy": stack, "preview": "preview-" + stack} {
+			role := named(t, p, "aws:iam/role:Role", name)
+			if role.Inputs["name"] != "shopmesh-"+stack+"-"+name || !strings.Contains(role.Parent, "shopmesh:ci:DeployRole") {
+				t.Errorf("%s: %s role %v", stack, name, role.Inputs)
+			}
+			st := trustStatement(t, role)
+			if fed := st.Principal["Federated"]; len(fed) != 1 || !strings.HasSuffix(fed[0], ":oidc-provider/"+GithubOIDCIssuer) && fed[0] != "ci-github-id" {
+				t.Errorf("%s: %s trusts %v, want the GitHub OIDC provider", stack, name, fed)
+			}
+			want := []string{"repo:shopmesh/shopmesh:environment:" + environment}
+			if subs := st.Condition["StringEquals"][GithubOIDCIssuer+":sub"]; st.Action[0] != "sts:AssumeRoleWithWebIdentity" || !reflect.DeepEqual(subs, want) ||
+				st.Condition["StringEquals"][GithubOIDCIssuer+":aud"][0] != "sts.amazonaws.com" {
+				t.Errorf("%s: %s trust statement %+v, want web identity for %v only, audience sts.amazonaws.com", stack, name, st, want)
+			}
 		}
-		subs := st.Condition["StringEquals"][GithubOIDCIssuer+":sub"]
-		want := []string{"repo:shopmesh/shopmesh:environment:" + stack, "repo:shopmesh/shopmesh:environment:preview-" + stack}
-		if st.Action[0] != "sts:AssumeRoleWithWebIdentity" || strings.Join(subs, ",") != strings.Join(want, ",") ||
-			st.Condition["StringEquals"][GithubOIDCIssuer+":aud"][0] != "sts.amazonaws.com" {
-			t.Errorf("%s: trust statement %+v, want web identity for %v with audience sts.amazonaws.com", stack, st, want)
-		}
-		if p.Outputs["deployRoleArn"] == nil {
-			t.Errorf("%s: no deployRoleArn output", stack)
+		for _, out := range []string{"deployRoleArn", "previewRoleArn"} {
+			if p.Outputs[out] == nil {
+				t.Errorf("%s: no %s output", stack, out)
+			}
 		}
 	}
 }

@@ -25,20 +25,21 @@ func Program(ctx *pulumi.Context) (map[string]pulumi.Input, error) {
 		return nil, err
 	}
 	outputs := map[string]pulumi.Input{}
-	// The deploy role comes before the cluster: it gets an access entry.
-	admins := map[string]pulumi.StringInput{}
+	// The CI roles come before the cluster: they get access entries.
+	admins, viewers := map[string]pulumi.StringInput{}, map[string]pulumi.StringInput{}
 	if cfg.GithubRepository != "" {
 		role, err := NewDeployRole(ctx, "ci", DeployRoleArgs{Config: cfg})
 		if err != nil {
 			return nil, err
 		}
-		admins["deploy"] = role.Arn
-		outputs["deployRoleArn"] = role.Arn // the AWS_ROLE_ARN variable of the stack's GitHub environments
+		admins["deploy"], viewers["preview"] = role.Arn, role.PreviewArn
+		outputs["deployRoleArn"] = role.Arn         // AWS_ROLE_ARN of the GitHub environment <stack>
+		outputs["previewRoleArn"] = role.PreviewArn // AWS_ROLE_ARN of the GitHub environment preview-<stack>
 	}
 	for name, arn := range cfg.AdminEntries() {
 		admins[name] = pulumi.String(arn)
 	}
-	cluster, err := NewCluster(ctx, "cluster", ClusterArgs{Config: cfg, Name: clusterName, Network: network, Admins: admins})
+	cluster, err := NewCluster(ctx, "cluster", ClusterArgs{Config: cfg, Name: clusterName, Network: network, Admins: admins, Viewers: viewers})
 	if err != nil {
 		return nil, err
 	}

@@ -1,15 +1,10 @@
 package platform
 
 import (
-	"encoding/json"
-	"fmt"
-	"net/url"
 	"strconv"
-	"strings"
 
 	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/ecr"
 	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/iam"
-	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/secretsmanager"
 	"github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes"
 	"github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/apiextensions"
 	appsv1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/apps/v1"
@@ -24,7 +19,7 @@ import (
 
 // Workloads are the shop's Kubernetes resources: per service a ServiceAccount, ConfigMap,
 // Deployment and Service (plus HPA and PDB when autoscaling), network policies, the database
-// secret, and the AWS Load Balancer Controller registering the gateway in the NLB.
+// database reader roles (IRSA), and the AWS Load Balancer Controller registering the gateway in the NLB.
 type Workloads struct {
 	pulumi.ResourceState
 }
@@ -70,28 +65,40 @@ func NewWorkloads(ctx *pulumi.Context, name string, args WorkloadsArgs, opts ...
 	}
 
 	parent := pulumi.Parent(w)
-	dbSecret, err := databaseSecret(ctx, args, parent, meta, k8s)
-	if err != nil {
-		return nil, err
-	}
 	var gatewayService *corev1.Service
 	for _, svc := range Services {
 		labels := pulumi.StringMap{"app": pulumi.String(svc), "app.kubernetes.io/part-of": pulumi.String("shopmesh")}
+		saMeta := meta(svc, labels)
+		env := serviceEnv(cfg, ns, svc)
+		if dataServices[svc] {
+			// The service reads the database password itself, through IRSA, when it opens a
+			// connection: no password in Pulumi state or in a Kubernetes object, and a rotated
+			// one is picked up without a redeploy.
+			role, err := databaseReader(ctx, args, ns, svc, parent)
+			if err != nil {
+				return nil, err
+			}
+			saMeta.Annotations = pulumi.StringMap{"eks.amazonaws.com/role-arn": role.Arn}
+			env["DATABASE_URL"] = pulumi.Sprintf("postgres://%s:%d/%s?sslmode=require", args.Database.Address, args.Database.Port, args.Database.Name)
+			env["DATABASE_SECRET_ARN"] = args.Database.SecretArn
+			env["AWS_REGION"] = pulumi.String(cfg.Region)
+		}
 		sa, err := corev1.NewServiceAccount(ctx, svc, &corev1.ServiceAccountArgs{
-			Metadata: meta(svc, labels),
-			// Workload identity comes from the token Istio mints; the API token is not needed.
+			Metadata: saMeta,
+			// Mesh identity comes from the token Istio mints, AWS access from the projected token
+			// EKS's pod identity webhook adds for IRSA; the API token is not needed.
 			AutomountServiceAccountToken: pulumi.Bool(false),
 		}, k8s...)
 		if err != nil {
 			return nil, err
 		}
-		cm, err := corev1.NewConfigMap(ctx, svc, &corev1.ConfigMapArgs{Metadata: meta(svc, labels), Data: serviceEnv(cfg, ns, svc)}, k8s...)
+		cm, err := corev1.NewConfigMap(ctx, svc, &corev1.ConfigMapArgs{Metadata: meta(svc, labels), Data: env}, k8s...)
 		if err != nil {
 			return nil, err
 		}
 		deployment, err := appsv1.NewDeployment(ctx, svc, &appsv1.DeploymentArgs{
 			Metadata: meta(svc, labels),
-			Spec:     deploymentSpec(cfg, svc, labels, sa, cm, dbSecret, imageRef(ctx, cfg, args.Registry, svc, parent)),
+			Spec:     deploymentSpec(cfg, svc, labels, sa, cm, imageRef(ctx, cfg, args.Registry, svc, parent)),
 		}, k8s...)
 		if err != nil {
 			return nil, err
@@ -118,11 +125,16 @@ func NewWorkloads(ctx *pulumi.Context, name string, args WorkloadsArgs, opts ...
 			}
 		}
 	}
-	if err := networkPolicies(ctx, cfg, ns, args.Network.VpcCidr, meta, k8s); err != nil {
+	if err := networkPolicies(ctx, cfg, ns, args.Network, meta, k8s); err != nil {
 		return nil, err
 	}
 	if err := loadBalancerController(ctx, args, gatewayService, parent, meta, k8s); err != nil {
 		return nil, err
+	}
+	if cfg.Autoscaling {
+		if err := clusterAutoscaler(ctx, args, parent, k8s); err != nil {
+			return nil, err
+		}
 	}
 	if err := ctx.RegisterResourceOutputs(w, pulumi.Map{"namespace": pulumi.String(ns)}); err != nil {
 		return nil, err
@@ -168,23 +180,23 @@ func imageRef(ctx *pulumi.Context, cfg Config, registry *Registry, svc string, p
 }
 
 func deploymentSpec(cfg Config, svc string, labels pulumi.StringMap, sa *corev1.ServiceAccount, cm *corev1.ConfigMap,
-	dbSecret *corev1.Secret, image pulumi.StringOutput) *appsv1.DeploymentSpecArgs {
+	image pulumi.StringOutput) *appsv1.DeploymentSpecArgs {
 	probe := func(path string, initial int) *corev1.ProbeArgs {
 		return &corev1.ProbeArgs{
 			HttpGet:             &corev1.HTTPGetActionArgs{Path: pulumi.String(path), Port: pulumi.Int(ContainerPort)},
 			InitialDelaySeconds: pulumi.Int(initial), PeriodSeconds: pulumi.Int(10), TimeoutSeconds: pulumi.Int(2), FailureThreshold: pulumi.Int(3),
 		}
 	}
-	var env corev1.EnvVarArray
-	if dataServices[svc] {
-		env = append(env, corev1.EnvVarArgs{Name: pulumi.String("DATABASE_URL"), ValueFrom: &corev1.EnvVarSourceArgs{
-			SecretKeyRef: &corev1.SecretKeySelectorArgs{Name: dbSecret.Metadata.Name(), Key: pulumi.String("DATABASE_URL")},
-		}})
-	}
 	mounts := corev1.VolumeMountArray{corev1.VolumeMountArgs{Name: pulumi.String("tmp"), MountPath: pulumi.String("/tmp")}}
 	volumes := corev1.VolumeArray{corev1.VolumeArgs{Name: pulumi.String("tmp"), EmptyDir: &corev1.EmptyDirVolumeSourceArgs{SizeLimit: pulumi.String("64Mi")}}}
+	// With an HPA the Deployment leaves replicas unset, so that pulumi up does not undo the HPA's
+	// scaling (Kubernetes docs, "Horizontal Pod Autoscaling": migrating Deployments to autoscaling).
+	var replicas pulumi.IntPtrInput
+	if !cfg.Autoscaling {
+		replicas = pulumi.Int(cfg.Replicas)
+	}
 	return &appsv1.DeploymentSpecArgs{
-		Replicas: pulumi.Int(cfg.Replicas),
+		Replicas: replicas,
 		Selector: &metav1.LabelSelectorArgs{MatchLabels: pulumi.StringMap{"app": pulumi.String(svc)}},
 		Strategy: &appsv1.DeploymentStrategyArgs{Type: pulumi.String("RollingUpdate"), RollingUpdate: &appsv1.RollingUpdateDeploymentArgs{
 			MaxUnavailable: pulumi.Int(0), MaxSurge: pulumi.Int(1),
@@ -210,7 +222,6 @@ func deploymentSpec(cfg Config, svc string, labels pulumi.StringMap, sa *corev1.
 					ImagePullPolicy: pulumi.String("IfNotPresent"),
 					Ports:           corev1.ContainerPortArray{corev1.ContainerPortArgs{Name: pulumi.String("http"), ContainerPort: pulumi.Int(ContainerPort)}},
 					EnvFrom:         corev1.EnvFromSourceArray{corev1.EnvFromSourceArgs{ConfigMapRef: &corev1.ConfigMapEnvSourceArgs{Name: cm.Metadata.Name()}}},
-					Env:             env,
 					LivenessProbe:   probe("/healthz", 5),
 					ReadinessProbe:  probe("/readyz", 2),
 					Resources: &corev1.ResourceRequirementsArgs{
@@ -261,29 +272,8 @@ func autoscale(ctx *pulumi.Context, cfg Config, svc string, labels pulumi.String
 	return err
 }
 
-// databaseSecret builds DATABASE_URL from the RDS endpoint and the master user secret that
-// RDS keeps in Secrets Manager.
-func databaseSecret(ctx *pulumi.Context, args WorkloadsArgs, parent pulumi.ResourceOrInvokeOption,
-	meta func(string, pulumi.StringMap) *metav1.ObjectMetaArgs, k8s []pulumi.ResourceOption) (*corev1.Secret, error) {
-	version := secretsmanager.LookupSecretVersionOutput(ctx, secretsmanager.LookupSecretVersionOutputArgs{SecretId: args.Database.SecretArn}, parent)
-	dsn := pulumi.All(version.SecretString(), args.Database.Address, args.Database.Port).ApplyT(func(v []any) (string, error) {
-		var creds struct{ Username, Password string }
-		if err := json.Unmarshal([]byte(v[0].(string)), &creds); err != nil {
-			return "", fmt.Errorf("database secret is not the JSON RDS writes: %w", err)
-		}
-		u := url.URL{Scheme: "postgres", User: url.UserPassword(creds.Username, creds.Password),
-			Host: fmt.Sprintf("%s:%d", v[1], v[2]), Path: "/" + args.Database.Name, RawQuery: "sslmode=require"}
-		return u.String(), nil
-	}).(pulumi.StringOutput)
-	return corev1.NewSecret(ctx, "database", &corev1.SecretArgs{
-		Metadata:   meta("database", pulumi.StringMap{"app.kubernetes.io/part-of": pulumi.String("shopmesh")}),
-		Type:       pulumi.String("Opaque"),
-		StringData: pulumi.StringMap{"DATABASE_URL": pulumi.ToSecret(dsn).(pulumi.StringOutput)},
-	}, k8s...)
-}
-
 // networkPolicies deny everything in the namespace, then allow what the traffic needs.
-func networkPolicies(ctx *pulumi.Context, cfg Config, ns, vpcCidr string, meta func(string, pulumi.StringMap) *metav1.ObjectMetaArgs,
+func networkPolicies(ctx *pulumi.Context, cfg Config, ns string, network *Network, meta func(string, pulumi.StringMap) *metav1.ObjectMetaArgs,
 	k8s []pulumi.ResourceOption) error {
 	all := &metav1.LabelSelectorArgs{}
 	app := func(name string) *metav1.LabelSelectorArgs {
@@ -313,11 +303,21 @@ func networkPolicies(ctx *pulumi.Context, cfg Config, ns, vpcCidr string, meta f
 			},
 		},
 	}
-	vpc := networkingv1.NetworkPolicyPeerArray{networkingv1.NetworkPolicyPeerArgs{IpBlock: &networkingv1.IPBlockArgs{Cidr: pulumi.String(vpcCidr)}}}
+	vpc := networkingv1.NetworkPolicyPeerArray{networkingv1.NetworkPolicyPeerArgs{IpBlock: &networkingv1.IPBlockArgs{Cidr: pulumi.String(network.VpcCidr)}}}
+	// Only the NLB's reserved addresses reach the gateway: a pod cannot hold them, so no pod can
+	// bypass API Gateway's throttling and WAF by calling the gateway directly.
+	var nlb networkingv1.NetworkPolicyPeerArray
+	for _, a := range network.LoadBalancerAddresses {
+		nlb = append(nlb, networkingv1.NetworkPolicyPeerArgs{IpBlock: &networkingv1.IPBlockArgs{Cidr: pulumi.String(a + "/32")}})
+	}
+	// AWS APIs (STS for IRSA, Secrets Manager) are public endpoints reached through the NAT gateways.
+	awsAPIs := networkingv1.NetworkPolicyPeerArray{networkingv1.NetworkPolicyPeerArgs{IpBlock: &networkingv1.IPBlockArgs{
+		Cidr: pulumi.String("0.0.0.0/0"), Except: pulumi.ToStringArray([]string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"}),
+	}}}
 	for _, svc := range Services {
 		var ingress networkingv1.NetworkPolicyIngressRuleArray
-		if svc == "gateway" { // the NLB's addresses are in the VPC
-			ingress = append(ingress, networkingv1.NetworkPolicyIngressRuleArgs{From: vpc, Ports: networkingv1.NetworkPolicyPortArray{port(ContainerPort, "TCP")}})
+		if svc == "gateway" {
+			ingress = append(ingress, networkingv1.NetworkPolicyIngressRuleArgs{From: nlb, Ports: networkingv1.NetworkPolicyPortArray{port(ContainerPort, "TCP")}})
 		}
 		var from networkingv1.NetworkPolicyPeerArray
 		for _, caller := range Callers[svc] {
@@ -338,7 +338,9 @@ func networkPolicies(ctx *pulumi.Context, cfg Config, ns, vpcCidr string, meta f
 			egress = append(egress, networkingv1.NetworkPolicyEgressRuleArgs{To: to, Ports: networkingv1.NetworkPolicyPortArray{port(ContainerPort, "TCP")}})
 		}
 		if dataServices[svc] {
-			egress = append(egress, networkingv1.NetworkPolicyEgressRuleArgs{To: vpc, Ports: networkingv1.NetworkPolicyPortArray{port(5432, "TCP")}})
+			egress = append(egress,
+				networkingv1.NetworkPolicyEgressRuleArgs{To: vpc, Ports: networkingv1.NetworkPolicyPortArray{port(5432, "TCP")}},
+				networkingv1.NetworkPolicyEgressRuleArgs{To: awsAPIs, Ports: networkingv1.NetworkPolicyPortArray{port(443, "TCP")}})
 		}
 		policies["allow-"+svc] = &networkingv1.NetworkPolicySpecArgs{PodSelector: app(svc), PolicyTypes: both, Ingress: ingress, Egress: egress}
 	}
@@ -360,22 +362,7 @@ const lbControllerSA = "aws-load-balancer-controller"
 func loadBalancerController(ctx *pulumi.Context, args WorkloadsArgs, gateway *corev1.Service, parent pulumi.ResourceOrInvokeOption,
 	meta func(string, pulumi.StringMap) *metav1.ObjectMetaArgs, k8s []pulumi.ResourceOption) error {
 	cfg := args.Config
-	issuer := args.Cluster.OidcProviderURL.ApplyT(func(u string) string { return strings.TrimPrefix(u, "https://") }).(pulumi.StringOutput)
-	trust := iam.GetPolicyDocumentOutput(ctx, iam.GetPolicyDocumentOutputArgs{Statements: iam.GetPolicyDocumentStatementArray{
-		iam.GetPolicyDocumentStatementArgs{
-			Actions: pulumi.StringArray{pulumi.String("sts:AssumeRoleWithWebIdentity")},
-			Principals: iam.GetPolicyDocumentStatementPrincipalArray{iam.GetPolicyDocumentStatementPrincipalArgs{
-				Type: pulumi.String("Federated"), Identifiers: pulumi.StringArray{args.Cluster.OidcProviderArn},
-			}},
-			Conditions: iam.GetPolicyDocumentStatementConditionArray{
-				iam.GetPolicyDocumentStatementConditionArgs{Test: pulumi.String("StringEquals"), Variable: pulumi.Sprintf("%s:sub", issuer),
-					Values: pulumi.StringArray{pulumi.String("system:serviceaccount:kube-system:" + lbControllerSA)}},
-				iam.GetPolicyDocumentStatementConditionArgs{Test: pulumi.String("StringEquals"), Variable: pulumi.Sprintf("%s:aud", issuer),
-					Values: pulumi.StringArray{pulumi.String("sts.amazonaws.com")}},
-			},
-		},
-	}}, parent)
-	role, err := iam.NewRole(ctx, "lb-controller", &iam.RoleArgs{AssumeRolePolicy: trust.Json(), Tags: cfg.Tags("lb-controller")}, parent)
+	role, err := args.Cluster.ServiceAccountRole(ctx, "lb-controller", "kube-system", lbControllerSA, cfg, parent)
 	if err != nil {
 		return err
 	}
@@ -410,6 +397,10 @@ func loadBalancerController(ctx *pulumi.Context, args WorkloadsArgs, gateway *co
 			"replicaCount": pulumi.Int(replicasFor(cfg, 2)),
 			"serviceAccount": pulumi.Map{"create": pulumi.Bool(true), "name": pulumi.String(lbControllerSA),
 				"annotations": pulumi.StringMap{"eks.amazonaws.com/role-arn": role.Arn}},
+			// The chart's Service mutating webhook (failurePolicy Fail) serves LoadBalancer Services,
+			// which the shop has none of; with it on, every Service create fails while the
+			// controller's pods are not ready, the shop's own Services included.
+			"enableServiceMutatorWebhook": pulumi.Bool(false),
 		},
 	}, k8s...)
 	if err != nil {
@@ -426,6 +417,24 @@ func loadBalancerController(ctx *pulumi.Context, args WorkloadsArgs, gateway *co
 		}},
 	}, append(k8s, pulumi.DependsOn([]pulumi.Resource{release, gateway}))...)
 	return err
+}
+
+// databaseReader is the IRSA role of a data service: it may read the database's master user
+// secret and nothing else.
+func databaseReader(ctx *pulumi.Context, args WorkloadsArgs, ns, svc string, parent pulumi.ResourceOrInvokeOption) (*iam.Role, error) {
+	role, err := args.Cluster.ServiceAccountRole(ctx, svc+"-db", ns, svc, args.Config, parent)
+	if err != nil {
+		return nil, err
+	}
+	read := iam.GetPolicyDocumentOutput(ctx, iam.GetPolicyDocumentOutputArgs{Statements: iam.GetPolicyDocumentStatementArray{
+		iam.GetPolicyDocumentStatementArgs{
+			Sid:       pulumi.String("ReadDatabaseSecret"),
+			Actions:   pulumi.ToStringArray([]string{"secretsmanager:GetSecretValue"}),
+			Resources: pulumi.StringArray{args.Database.SecretArn},
+		},
+	}}, parent)
+	_, err = iam.NewRolePolicy(ctx, svc+"-db", &iam.RolePolicyArgs{Role: role.ID(), Policy: read.Json()}, parent)
+	return role, err
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
