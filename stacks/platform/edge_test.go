@@ -28,7 +28,8 @@ func TestEdge(t *testing.T) {
 		if len(reservations) != len(addresses) {
 			t.Fatalf("%d reservations for %d NLB addresses", len(reservations), len(addresses))
 		}
-		for i, r := range reservations {
+		for i := range reservations {
+			r := named(t, p, "aws:ec2/subnetCidrReservation:SubnetCidrReservation", fmt.Sprintf("network-private-%d-nlb", i))
 			block := netip.MustParsePrefix(r.Inputs["cidrBlock"].(string))
 			subnet := named(t, p, "aws:ec2/subnet:Subnet", fmt.Sprintf("network-private-%d", i))
 			if r.Inputs["reservationType"] != "explicit" || r.Inputs["subnetId"] != subnet.Name+"-id" ||
