@@ -17,16 +17,10 @@ import (
 func TestPasswordRotationWhileRunning(t *testing.T) {
 	serverURL, role, admin := pgtest.PasswordRole(t, "first-password")
 	sm := dbsecrettest.StartSecretsManager(t, role, "first-password")
+	dbsecrettest.SetCredentials(t)
 	env := sm.Env()
-	// The SDK reads credentials from the process environment, as it reads IRSA's in the cluster.
-	t.Setenv("AWS_ACCESS_KEY_ID", env["AWS_ACCESS_KEY_ID"])
-	t.Setenv("AWS_SECRET_ACCESS_KEY", env["AWS_SECRET_ACCESS_KEY"])
-	t.Setenv("AWS_CONFIG_FILE", t.TempDir()+"/none")
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", t.TempDir()+"/none")
-	f := start(t, map[string]string{
-		"DATABASE_URL": serverURL, "DATABASE_SCHEMA": role, "DATABASE_SECRET_ARN": dbsecrettest.ARN,
-		"AWS_REGION": env["AWS_REGION"], "AWS_ENDPOINT_URL_SECRETS_MANAGER": sm.URL,
-	})
+	env["DATABASE_URL"], env["DATABASE_SCHEMA"] = serverURL, role
+	f := start(t, env)
 	p := f.create(t, "Teapot", 3)
 	get := func() int { return webtest.Do(t, "GET", f.base+"/products/"+p.ID.String(), nil).Status }
 	ctx := context.Background()

@@ -15,7 +15,7 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 )
 
-// policyStatements decodes an IAM policy document input.
+// policyStatement is one statement of an IAM policy document input.
 type policyStatement struct {
 	Sid       string
 	Effect    string
@@ -31,20 +31,6 @@ func statements(t *testing.T, doc any) []policyStatement {
 		t.Fatalf("policy %v: %v", doc, err)
 	}
 	return d.Statement
-}
-
-func list(v any) []string {
-	switch v := v.(type) {
-	case string:
-		return []string{v}
-	case []any:
-		var out []string
-		for _, x := range v {
-			out = append(out, fmt.Sprint(x))
-		}
-		return out
-	}
-	return nil
 }
 
 // TestDatabaseCredentialsAreReadAtRunTime: no password in the plan (so none in state or etcd);
@@ -95,8 +81,8 @@ func TestDatabaseCredentialsAreReadAtRunTime(t *testing.T) {
 				t.Errorf("%s-db role trusts %v, want only the service account %s/%s", svc, st.Condition, Namespace, svc)
 			}
 			grants := statements(t, named(t, p, "aws:iam/rolePolicy:RolePolicy", svc+"-db").Inputs["policy"])
-			if len(grants) != 1 || !slices.Equal(list(grants[0].Action), []string{"secretsmanager:GetSecretValue"}) ||
-				!slices.Equal(list(grants[0].Resource), []string{cm.Data["DATABASE_SECRET_ARN"]}) {
+			if len(grants) != 1 || !slices.Equal(asStrings(grants[0].Action), []string{"secretsmanager:GetSecretValue"}) ||
+				!slices.Equal(asStrings(grants[0].Resource), []string{cm.Data["DATABASE_SECRET_ARN"]}) {
 				t.Errorf("%s-db may %+v, want GetSecretValue on the database secret only", svc, grants)
 			}
 		}
@@ -189,7 +175,7 @@ func TestAutoscalingScales(t *testing.T) {
 			t.Errorf("Cluster Autoscaler release = %v", release.Inputs)
 		}
 		for _, st := range statements(t, named(t, p, "aws:iam/rolePolicy:RolePolicy", "cluster-autoscaler").Inputs["policy"]) {
-			for _, action := range list(st.Action) {
+			for _, action := range asStrings(st.Action) {
 				mutating := !strings.Contains(action, ":Describe") && !strings.Contains(action, ":Get")
 				tag := st.Condition["StringEquals"]["aws:ResourceTag/k8s.io/cluster-autoscaler/shopmesh-"+p.Stack+"-eks"]
 				if mutating && fmt.Sprint(tag) != "owned" && fmt.Sprint(tag) != "[owned]" {
@@ -262,7 +248,7 @@ func TestCIRolesAreLeastPrivilege(t *testing.T) {
 		deploy := statements(t, named(t, p, "aws:iam/rolePolicy:RolePolicy", "deploy").Inputs["policy"])
 		allowed := func(action string) bool {
 			for _, st := range deploy {
-				for _, pattern := range list(st.Action) {
+				for _, pattern := range asStrings(st.Action) {
 					if ok, _ := path.Match(pattern, action); ok {
 						return true
 					}
@@ -300,7 +286,7 @@ func TestCIRolesAreLeastPrivilege(t *testing.T) {
 			}
 		}
 		for _, st := range deploy {
-			for _, action := range list(st.Action) {
+			for _, action := range asStrings(st.Action) {
 				if action == "*" || action == "iam:*" || strings.HasPrefix(action, "iam:") && strings.Contains(action, "User") || action == "iam:CreateAccessKey" {
 					t.Errorf("deploy role may %s", action)
 				}
@@ -310,7 +296,7 @@ func TestCIRolesAreLeastPrivilege(t *testing.T) {
 			}
 		}
 		for _, st := range statements(t, named(t, p, "aws:iam/rolePolicy:RolePolicy", "preview").Inputs["policy"]) {
-			for _, action := range list(st.Action) {
+			for _, action := range asStrings(st.Action) {
 				_, verb, _ := strings.Cut(action, ":")
 				read := strings.HasPrefix(verb, "Describe") || strings.HasPrefix(verb, "List") || strings.HasPrefix(verb, "Get")
 				session := action == "ssm:StartSession" || action == "ssm:TerminateSession" || action == "ssm:ResumeSession"
@@ -318,7 +304,7 @@ func TestCIRolesAreLeastPrivilege(t *testing.T) {
 					t.Errorf("preview role may %s", action)
 				}
 				if action == "ssm:StartSession" && !strings.Contains(fmt.Sprint(st.Resource), "document/AWS-StartPortForwardingSessionToRemoteHost") &&
-					!slices.Equal(list(st.Condition["StringEquals"]["aws:ResourceTag/Name"]), []string{"shopmesh-" + p.Stack + "-api-tunnel"}) {
+					!slices.Equal(asStrings(st.Condition["StringEquals"]["aws:ResourceTag/Name"]), []string{"shopmesh-" + p.Stack + "-api-tunnel"}) {
 					t.Errorf("preview role may start sessions on %v, want only the stack's API tunnel", st.Resource)
 				}
 			}

@@ -15,11 +15,7 @@ const clusterAutoscalerSA = "cluster-autoscaler"
 // The actions follow the autoscaler's AWS guide (cluster-autoscaler/cloudprovider/aws/README.md).
 func clusterAutoscaler(ctx *pulumi.Context, args WorkloadsArgs, parent pulumi.ResourceOrInvokeOption, k8s []pulumi.ResourceOption) error {
 	cfg := args.Config
-	role, err := args.Cluster.ServiceAccountRole(ctx, "cluster-autoscaler", "kube-system", clusterAutoscalerSA, cfg, parent)
-	if err != nil {
-		return err
-	}
-	permissions := iam.GetPolicyDocumentOutput(ctx, iam.GetPolicyDocumentOutputArgs{Statements: iam.GetPolicyDocumentStatementArray{
+	role, err := args.Cluster.ServiceAccountRole(ctx, "cluster-autoscaler", "kube-system", clusterAutoscalerSA, cfg, iam.GetPolicyDocumentStatementArray{
 		iam.GetPolicyDocumentStatementArgs{
 			Sid: pulumi.String("Discover"),
 			Actions: pulumi.ToStringArray([]string{"autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeAutoScalingInstances",
@@ -38,8 +34,8 @@ func clusterAutoscaler(ctx *pulumi.Context, args WorkloadsArgs, parent pulumi.Re
 				Values:   pulumi.StringArray{pulumi.String("owned")},
 			}},
 		},
-	}}, parent)
-	if _, err := iam.NewRolePolicy(ctx, "cluster-autoscaler", &iam.RolePolicyArgs{Role: role.ID(), Policy: permissions.Json()}, parent); err != nil {
+	}, parent)
+	if err != nil {
 		return err
 	}
 	_, err = helmv3.NewRelease(ctx, "cluster-autoscaler", &helmv3.ReleaseArgs{

@@ -310,8 +310,10 @@ func tunnelKubeconfig(cfg Config, cluster awseks.ClusterOutput) pulumi.StringOut
 }
 
 // ServiceAccountRole is an IAM role that only the Kubernetes service account ns/sa of this cluster
-// can assume (IRSA: the OIDC provider's sub and aud claims), with no permissions yet.
-func (c *Cluster) ServiceAccountRole(ctx *pulumi.Context, name, ns, sa string, cfg Config, parent pulumi.ResourceOrInvokeOption) (*iam.Role, error) {
+// can assume (IRSA: the OIDC provider's sub and aud claims), with statements as its inline policy
+// (both named name).
+func (c *Cluster) ServiceAccountRole(ctx *pulumi.Context, name, ns, sa string, cfg Config, statements iam.GetPolicyDocumentStatementArray,
+	parent pulumi.ResourceOrInvokeOption) (*iam.Role, error) {
 	issuer := c.OidcProviderURL.ApplyT(func(u string) string { return strings.TrimPrefix(u, "https://") }).(pulumi.StringOutput)
 	trust := iam.GetPolicyDocumentOutput(ctx, iam.GetPolicyDocumentOutputArgs{Statements: iam.GetPolicyDocumentStatementArray{
 		iam.GetPolicyDocumentStatementArgs{
@@ -327,5 +329,13 @@ func (c *Cluster) ServiceAccountRole(ctx *pulumi.Context, name, ns, sa string, c
 			},
 		},
 	}}, parent)
-	return iam.NewRole(ctx, name, &iam.RoleArgs{AssumeRolePolicy: trust.Json(), Tags: cfg.Tags(name)}, parent)
+	role, err := iam.NewRole(ctx, name, &iam.RoleArgs{AssumeRolePolicy: trust.Json(), Tags: cfg.Tags(name)}, parent)
+	if err != nil {
+		return nil, err
+	}
+	permissions := iam.GetPolicyDocumentOutput(ctx, iam.GetPolicyDocumentOutputArgs{Statements: statements}, parent)
+	if _, err := iam.NewRolePolicy(ctx, name, &iam.RolePolicyArgs{Role: role.ID(), Policy: permissions.Json()}, parent); err != nil {
+		return nil, err
+	}
+	return role, nil
 }

@@ -103,7 +103,11 @@ func at(v any, path string) any {
 	return v
 }
 
+// asStrings reads a list input (or a single string, as IAM documents allow) as strings.
 func asStrings(v any) []string {
+	if s, ok := v.(string); ok {
+		return []string{s}
+	}
 	arr, _ := v.([]any)
 	out := make([]string, 0, len(arr))
 	for _, e := range arr {

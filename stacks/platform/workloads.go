@@ -362,12 +362,8 @@ const lbControllerSA = "aws-load-balancer-controller"
 func loadBalancerController(ctx *pulumi.Context, args WorkloadsArgs, gateway *corev1.Service, parent pulumi.ResourceOrInvokeOption,
 	meta func(string, pulumi.StringMap) *metav1.ObjectMetaArgs, k8s []pulumi.ResourceOption) error {
 	cfg := args.Config
-	role, err := args.Cluster.ServiceAccountRole(ctx, "lb-controller", "kube-system", lbControllerSA, cfg, parent)
-	if err != nil {
-		return err
-	}
 	// Only what TargetGroupBinding needs: the controller creates no load balancers here.
-	permissions := iam.GetPolicyDocumentOutput(ctx, iam.GetPolicyDocumentOutputArgs{Statements: iam.GetPolicyDocumentStatementArray{
+	role, err := args.Cluster.ServiceAccountRole(ctx, "lb-controller", "kube-system", lbControllerSA, cfg, iam.GetPolicyDocumentStatementArray{
 		iam.GetPolicyDocumentStatementArgs{
 			Sid: pulumi.String("Describe"),
 			Actions: pulumi.ToStringArray([]string{"elasticloadbalancing:DescribeTargetGroups", "elasticloadbalancing:DescribeTargetHealth",
@@ -380,8 +376,8 @@ func loadBalancerController(ctx *pulumi.Context, args WorkloadsArgs, gateway *co
 			Actions:   pulumi.ToStringArray([]string{"elasticloadbalancing:RegisterTargets", "elasticloadbalancing:DeregisterTargets"}),
 			Resources: pulumi.StringArray{args.TargetGroupArn},
 		},
-	}}, parent)
-	if _, err := iam.NewRolePolicy(ctx, "lb-controller", &iam.RolePolicyArgs{Role: role.ID(), Policy: permissions.Json()}, parent); err != nil {
+	}, parent)
+	if err != nil {
 		return err
 	}
 	release, err := helmv3.NewRelease(ctx, "aws-load-balancer-controller", &helmv3.ReleaseArgs{
@@ -422,19 +418,13 @@ func loadBalancerController(ctx *pulumi.Context, args WorkloadsArgs, gateway *co
 // databaseReader is the IRSA role of a data service: it may read the database's master user
 // secret and nothing else.
 func databaseReader(ctx *pulumi.Context, args WorkloadsArgs, ns, svc string, parent pulumi.ResourceOrInvokeOption) (*iam.Role, error) {
-	role, err := args.Cluster.ServiceAccountRole(ctx, svc+"-db", ns, svc, args.Config, parent)
-	if err != nil {
-		return nil, err
-	}
-	read := iam.GetPolicyDocumentOutput(ctx, iam.GetPolicyDocumentOutputArgs{Statements: iam.GetPolicyDocumentStatementArray{
+	return args.Cluster.ServiceAccountRole(ctx, svc+"-db", ns, svc, args.Config, iam.GetPolicyDocumentStatementArray{
 		iam.GetPolicyDocumentStatementArgs{
 			Sid:       pulumi.String("ReadDatabaseSecret"),
 			Actions:   pulumi.ToStringArray([]string{"secretsmanager:GetSecretValue"}),
 			Resources: pulumi.StringArray{args.Database.SecretArn},
 		},
-	}}, parent)
-	_, err = iam.NewRolePolicy(ctx, svc+"-db", &iam.RolePolicyArgs{Role: role.ID(), Policy: read.Json()}, parent)
-	return role, err
+	}, parent)
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }

@@ -13,12 +13,8 @@ import (
 // protocol and error decoding are the SDK's.
 func source(t *testing.T, sm *dbsecrettest.SecretsManager, secretID string) *dbsecret.Source {
 	t.Helper()
-	env := sm.Env()
-	t.Setenv("AWS_ACCESS_KEY_ID", env["AWS_ACCESS_KEY_ID"])
-	t.Setenv("AWS_SECRET_ACCESS_KEY", env["AWS_SECRET_ACCESS_KEY"])
-	t.Setenv("AWS_CONFIG_FILE", t.TempDir()+"/none")
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", t.TempDir()+"/none")
-	s, err := dbsecret.New(context.Background(), secretID, dbsecret.Options{Region: env["AWS_REGION"], Endpoint: sm.URL})
+	dbsecrettest.SetCredentials(t)
+	s, err := dbsecret.New(context.Background(), secretID, dbsecret.Options{Region: dbsecrettest.Region, Endpoint: sm.URL})
 	if err != nil {
 		t.Fatal(err)
 	}

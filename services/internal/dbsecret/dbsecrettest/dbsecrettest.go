@@ -115,11 +115,20 @@ func (sm *SecretsManager) serve(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// Env is what a process needs to read the secret from sm: the SDK's static-credential
-// variables, a region, and the endpoint.
+// Region is the secret's region.
+const Region = "eu-west-1"
+
+// Env is the service configuration that reads the secret from sm.
 func (sm *SecretsManager) Env() map[string]string {
-	return map[string]string{
-		"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
-		"AWS_REGION": "eu-west-1", "AWS_ENDPOINT_URL_SECRETS_MANAGER": sm.URL,
-	}
+	return map[string]string{"DATABASE_SECRET_ARN": ARN, "AWS_REGION": Region, "AWS_ENDPOINT_URL_SECRETS_MANAGER": sm.URL}
+}
+
+// SetCredentials gives the AWS SDK static credentials for the rest of the test, through the
+// process environment it reads them from (as it reads IRSA's in the cluster), and hides any
+// shared config or credentials file of the machine.
+func SetCredentials(t *testing.T) {
+	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
+	t.Setenv("AWS_CONFIG_FILE", t.TempDir()+"/none")
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", t.TempDir()+"/none")
 }
