@@ -8,6 +8,7 @@ type metrics struct {
 	authFailures    *prometheus.CounterVec
 	upstreamErrors  *prometheus.CounterVec
 	upstreamLatency *prometheus.HistogramVec
+	upstreamRetries *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -25,7 +26,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "gateway_upstream_duration_seconds", Help: "Time until the upstream's response headers, by route.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"route"}),
+		upstreamRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_upstream_retries_total",
+			Help: "Requests that never reached their upstream, by upstream address and outcome: retried, or budget_exhausted (answered 502).",
+		}, []string{"upstream", "outcome"}),
 	}
-	reg.MustRegister(m.rateLimited, m.authFailures, m.upstreamErrors, m.upstreamLatency)
+	reg.MustRegister(m.rateLimited, m.authFailures, m.upstreamErrors, m.upstreamLatency, m.upstreamRetries)
 	return m
 }

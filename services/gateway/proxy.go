@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	mrand "math/rand/v2"
@@ -56,6 +57,8 @@ type forward struct {
 	claims    *jwtauth.Claims
 	requestID string
 	start     time.Time
+	w         http.ResponseWriter
+	in        *http.Request
 }
 
 // handle serves every request the gateway does not answer itself.
@@ -82,7 +85,7 @@ func (g *Gateway) handle(c echo.Context) error {
 
 	// The request id middleware put the caller's id, or a new one, on the response only.
 	f := &forward{route: route, upstream: g.choose(route), claims: claims, start: time.Now(),
-		requestID: c.Response().Header().Get(echo.HeaderXRequestID)}
+		requestID: c.Response().Header().Get(echo.HeaderXRequestID), w: c.Response(), in: req}
 	g.proxy.ServeHTTP(c.Response(), req.WithContext(context.WithValue(req.Context(), ctxKey{}, f)))
 	return nil
 }
@@ -187,6 +190,9 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 func (g *Gateway) modifyResponse(resp *http.Response) error {
 	f := resp.Request.Context().Value(ctxKey{}).(*forward)
 	g.metrics.upstreamLatency.WithLabelValues(f.route.Name).Observe(time.Since(f.start).Seconds())
+	if b, ok := resp.Body.(*pooledBody); ok && b.answeredEarly() {
+		drainRequestBody(f, b.writer)
+	}
 	resp.Header.Del(echo.HeaderXRequestID) // the gateway's own is already on the response
 	for _, h := range f.route.Response.Remove {
 		resp.Header.Del(h)
@@ -195,6 +201,28 @@ func (g *Gateway) modifyResponse(resp *http.Response) error {
 		resp.Header.Set(k, v)
 	}
 	return nil
+}
+
+// Bounds on reading what is left of a client's request body after the upstream refused it.
+const (
+	drainBytes = 8 << 20
+	drainTime  = 2 * time.Second
+)
+
+// drainRequestBody reads and drops the rest of the client's body before the upstream's early
+// answer is passed on. net/http closes a connection at once when a body sent after
+// "Expect: 100-continue" was not read to its end, and a client still sending then gets a
+// reset instead of the answer; with the body read, the connection even stays open. Bodies
+// beyond drainBytes or drainTime are left to that close (RFC 9112 §9.6: a "lingering close"
+// is the server's best effort, not a guarantee).
+func drainRequestBody(f *forward, w *bodyWriter) {
+	if f.in.Body == nil || !w.wait(drainTime) { // never read the body from two goroutines
+		return
+	}
+	rc := http.NewResponseController(f.w)
+	_ = rc.SetReadDeadline(time.Now().Add(drainTime))
+	_, _ = io.CopyN(io.Discard, f.in.Body, drainBytes)
+	_ = rc.SetReadDeadline(time.Time{})
 }
 
 // proxyError answers 504 when the upstream was too slow and 502 when it failed.
@@ -215,39 +243,6 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	}
 	g.logger.Warn("upstream failed", "route", name, "error", err)
 	web.WriteProblem(w, r, http.StatusBadGateway, "the upstream of route "+name+" is unavailable; retry later")
-}
-
-// retryTransport retries requests that never reached the upstream (connection refused or
-// reset before any response) — only for idempotent methods, and at most attempts times.
-type retryTransport struct {
-	base     http.RoundTripper
-	attempts int
-}
-
-func idempotent(method string) bool {
-	switch method {
-	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodPut, http.MethodDelete:
-		return true
-	}
-	return false
-}
-
-func (t retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := t.base.RoundTrip(req)
-	if err == nil || !idempotent(req.Method) || (req.Body != nil && req.Body != http.NoBody && req.GetBody == nil) {
-		return resp, err
-	}
-	for i := 1; i < t.attempts && err != nil && req.Context().Err() == nil; i++ {
-		if req.GetBody != nil {
-			body, berr := req.GetBody()
-			if berr != nil {
-				return nil, err
-			}
-			req.Body = body
-		}
-		resp, err = t.base.RoundTrip(req)
-	}
-	return resp, err
 }
 
 // childTraceparent continues the caller's W3C trace with a new span id, or starts a trace.

@@ -77,7 +77,7 @@ func NewServer(_ context.Context, cfg Config, logger *slog.Logger) (*web.Server,
 		release = func() { transport.CloseIdleConnections(); stopTLS() }
 		logger.Info("mTLS to upstreams", "identity", material.ID().String(), "upstreams", len(peers))
 	}
-	upstreams := newInlineTransport(transport)
+	upstreams := newUpstreamTransport(transport)
 	closeTLS := release
 	release = func() { upstreams.CloseIdleConnections(); closeTLS() }
 	var limiter Limiter = NewLocalLimiter(time.Now)
@@ -105,13 +105,14 @@ func NewServer(_ context.Context, cfg Config, logger *slog.Logger) (*web.Server,
 		tokens:    newTokenCache(100_000, time.Now),
 		policyHdr: map[string]string{},
 	}
+	upstreams.onRetry = func(upstream, outcome string) { g.metrics.upstreamRetries.WithLabelValues(upstream, outcome).Inc() }
 	for name, p := range table.RateLimits {
 		// draft-ietf-httpapi-ratelimit-headers: quota per 1 s window; burst is our extension.
 		g.policyHdr[name] = fmt.Sprintf("%q;q=%g;w=1;burst=%d", name, p.Rate, p.Burst)
 	}
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite:        g.rewrite,
-		Transport:      retryTransport{base: upstreams, attempts: 3},
+		Transport:      upstreams,
 		ModifyResponse: g.modifyResponse,
 		ErrorHandler:   g.proxyError,
 		BufferPool:     newBufferPool(),

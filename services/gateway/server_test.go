@@ -247,8 +247,8 @@ routes:
 	if r := webtest.Do(t, "GET", f.url+"/flaky", nil); r.Status != 502 {
 		t.Errorf("GET to a failing upstream = %d, want 502", r.Status)
 	}
-	if n := attempts.Load(); n < 2 {
-		t.Errorf("GET was tried %d times, want retries", n)
+	if n := attempts.Load(); n != 1 {
+		t.Errorf("GET was tried %d times, want 1: the connection was accepted, so the request may have arrived", n)
 	}
 	r := webtest.Do(t, "GET", f.url+"/slow", nil)
 	if r.Status != 504 {

@@ -7,8 +7,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -30,9 +32,9 @@ func countingServer(t *testing.T, h http.HandlerFunc) (*httptest.Server, *atomic
 	return s, &conns, &reqs
 }
 
-func newTestInline(timeout time.Duration) *inlineTransport {
+func newTestTransport(timeout time.Duration) *upstreamTransport {
 	d := &net.Dialer{Timeout: time.Second}
-	return newInlineTransport(&http.Transport{DialContext: d.DialContext, MaxIdleConnsPerHost: 8, ResponseHeaderTimeout: timeout})
+	return newUpstreamTransport(&http.Transport{DialContext: d.DialContext, MaxIdleConnsPerHost: 8, ResponseHeaderTimeout: timeout})
 }
 
 func roundTrip(t *testing.T, tr http.RoundTripper, ctx context.Context, method, url, body string) (string, error) {
@@ -51,9 +53,9 @@ func roundTrip(t *testing.T, tr http.RoundTripper, ctx context.Context, method, 
 	return string(b), err
 }
 
-func TestInlineTransportReusesConnections(t *testing.T) {
+func TestUpstreamTransportReusesConnections(t *testing.T) {
 	s, conns, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
-	tr := newTestInline(time.Second)
+	tr := newTestTransport(time.Second)
 	for i := 0; i < 20; i++ {
 		if got, err := roundTrip(t, tr, context.Background(), "GET", s.URL+"/x", ""); err != nil || got != "ok" {
 			t.Fatalf("GET %d = %q, %v", i, got, err)
@@ -77,9 +79,9 @@ func TestInlineTransportReusesConnections(t *testing.T) {
 	}
 }
 
-func TestInlineTransportReplacesConnectionsClosedWhileIdle(t *testing.T) {
+func TestUpstreamTransportReplacesConnectionsClosedWhileIdle(t *testing.T) {
 	s, conns, reqs := countingServer(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
-	tr := newTestInline(time.Second)
+	tr := newTestTransport(time.Second)
 	if _, err := roundTrip(t, tr, context.Background(), "GET", s.URL, ""); err != nil {
 		t.Fatal(err)
 	}
@@ -93,28 +95,122 @@ func TestInlineTransportReplacesConnectionsClosedWhileIdle(t *testing.T) {
 	}
 }
 
-func TestInlineTransportSendsBodiesThroughTheStandardTransport(t *testing.T) {
-	s, _, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) { io.Copy(w, r.Body) })
-	tr := newTestInline(time.Second)
-	if got, err := roundTrip(t, tr, context.Background(), "POST", s.URL, `{"a":1}`); err != nil || got != `{"a":1}` {
-		t.Fatalf("POST = %q, %v", got, err)
+func TestUpstreamTransportSendsBodiesAndReusesTheConnection(t *testing.T) {
+	s, conns, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body) // net/http servers are half duplex: read, then answer
+		w.Write(b)
+	})
+	tr := newTestTransport(time.Second)
+	for i := 0; i < 10; i++ {
+		body := strings.Repeat("b", i*1000)
+		if got, err := roundTrip(t, tr, context.Background(), "POST", s.URL, body); err != nil || got != body {
+			t.Fatalf("POST %d = %d bytes, %v; want the %d bytes sent back", i, len(got), err, len(body))
+		}
 	}
-	tr.mu.Lock()
-	pooled := len(tr.idle)
-	tr.mu.Unlock()
-	if pooled != 0 {
-		t.Error("a POST went through the inline path, which must not replay it")
+	if n := conns.Load(); n > 2 {
+		t.Errorf("10 sequential POSTs used %d connections, want them reused", n)
 	}
 }
 
-func TestInlineTransportTimeoutsAndCancellation(t *testing.T) {
+func TestUpstreamTransportReusesTLSConnections(t *testing.T) {
+	s := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	t.Cleanup(s.Close)
+	var conns atomic.Int64
+	s.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	std := s.Client().Transport.(*http.Transport).Clone()
+	std.MaxIdleConnsPerHost = 8
+	tr := newUpstreamTransport(std)
+	for i := 0; i < 10; i++ {
+		if got, err := roundTrip(t, tr, context.Background(), "GET", s.URL, ""); err != nil || got != "ok" {
+			t.Fatalf("GET %d = %q, %v", i, got, err)
+		}
+	}
+	// TLS 1.3 session tickets wait unread on an idle connection; they must not make it look closed.
+	if n := conns.Load(); n != 1 {
+		t.Errorf("10 sequential GETs over TLS used %d connections, want 1", n)
+	}
+}
+
+// refusedOnce is a dialer whose first refused dials fail as a closed port does.
+func refusedDialer(refused int64, dials *atomic.Int64) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if dials.Add(1) <= refused {
+			return nil, &net.OpError{Op: "dial", Net: network, Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
+		}
+		var d net.Dialer
+		return d.DialContext(ctx, network, addr)
+	}
+}
+
+func TestUpstreamTransportRetriesARefusedDialOnce(t *testing.T) {
+	s, _, reqs := countingServer(t, func(w http.ResponseWriter, r *http.Request) { io.Copy(w, r.Body) })
+	for _, method := range []string{"GET", "POST"} {
+		var dials atomic.Int64
+		tr := newTestTransport(time.Second)
+		tr.dial = refusedDialer(1, &dials)
+		reqs.Store(0)
+		body := ""
+		if method == "POST" {
+			body = `{"a":1}` // never read before the dial: it can be sent on the second one
+		}
+		if got, err := roundTrip(t, tr, context.Background(), method, s.URL, body); err != nil || got != body {
+			t.Fatalf("%s after one refused dial = %q, %v; want it retried", method, got, err)
+		}
+		if dials.Load() != 2 || reqs.Load() != 1 {
+			t.Errorf("%s: %d dials, %d requests; want 2 and 1", method, dials.Load(), reqs.Load())
+		}
+
+		dials.Store(0)
+		tr = newTestTransport(time.Second)
+		tr.dial = refusedDialer(2, &dials)
+		if _, err := roundTrip(t, tr, context.Background(), method, s.URL, body); err == nil {
+			t.Errorf("%s with two refused dials succeeded; want one retry only", method)
+		}
+		if dials.Load() != 2 {
+			t.Errorf("%s: %d dials, want 2 (one retry)", method, dials.Load())
+		}
+	}
+}
+
+func TestRetryBudgetBoundsRetriesToAFractionOfRequests(t *testing.T) {
+	var dials atomic.Int64
+	tr := newTestTransport(time.Second)
+	tr.dial = refusedDialer(1<<40, &dials)
+	clock := time.Unix(1_700_000_000, 0)
+	tr.now = func() time.Time { return clock }
+	outcomes := map[string]int{}
+	tr.onRetry = func(_, outcome string) { outcomes[outcome]++ }
+	const requests = 500
+	for i := 0; i < requests; i++ {
+		clock = clock.Add(10 * time.Millisecond) // 100 requests/s for 5 s
+		if _, err := roundTrip(t, tr, context.Background(), "GET", "http://127.0.0.1:1/x", ""); err == nil {
+			t.Fatal("a refused dial succeeded")
+		}
+	}
+	retries := dials.Load() - requests
+	// saved-up budget + 10 % of the requests + 1/s over 5 s
+	limit := int64(retryBudgetMax + retryRatio*requests + retryMinPerSecond*5)
+	if retries < 1 || retries > limit {
+		t.Errorf("%d requests to a dead upstream made %d retries, want between 1 and %d", requests, retries, limit)
+	}
+	if int64(outcomes["retried"]) != retries || outcomes["budget_exhausted"] != requests-int(retries) {
+		t.Errorf("retry outcomes %v, want %d retried and %d budget_exhausted", outcomes, retries, requests-int(retries))
+	}
+	t.Logf("%d requests, %d dials: retries were %.1f%% of requests", requests, dials.Load(), 100*float64(retries)/requests)
+}
+
+func TestUpstreamTransportTimeoutsAndCancellation(t *testing.T) {
 	s, _, reqs := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-time.After(2 * time.Second):
 		case <-r.Context().Done():
 		}
 	})
-	tr := newTestInline(100 * time.Millisecond)
+	tr := newTestTransport(100 * time.Millisecond)
 	_, err := roundTrip(t, tr, context.Background(), "GET", s.URL, "")
 	var ne net.Error
 	if !errors.As(err, &ne) || !ne.Timeout() {
@@ -124,7 +220,7 @@ func TestInlineTransportTimeoutsAndCancellation(t *testing.T) {
 		t.Errorf("a timed-out GET was sent %d times, want once", n)
 	}
 
-	tr = newTestInline(0)
+	tr = newTestTransport(0)
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(50*time.Millisecond, cancel)
 	start := time.Now()
