@@ -335,14 +335,14 @@ func (t *upstreamTransport) CloseIdleConnections() {
 // pooledBody hands the connection back once the body has been read to its end, and closes it
 // if the reader gives up early or the request body was not written in full.
 type pooledBody struct {
-	body    io.ReadCloser
-	t       *upstreamTransport
-	pc      *upstreamConn
-	key     string
-	stop    func() bool
-	writer  *bodyWriter // nil without a request body
-	keep    bool
-	done    bool
+	body   io.ReadCloser
+	t      *upstreamTransport
+	pc     *upstreamConn
+	key    string
+	stop   func() bool
+	writer *bodyWriter // nil without a request body
+	keep   bool
+	done   bool
 }
 
 // answeredEarly reports whether the upstream answered with an error before reading the whole
