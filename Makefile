@@ -12,7 +12,7 @@ ACTIONLINT  ?= github.com/rhysd/actionlint/cmd/actionlint@v1.7.7
 # The Dockerfile linter of Docker's VS Code extension, from the npm registry (needs Node.js).
 DOCKERFILE_LINT ?= dockerfile-utils@0.16.3
 
-.PHONY: run test lint build plan policy images push deploy tunnel destroy bench-gateway help
+.PHONY: run test lint build plan policy images push deploy tunnel destroy bench-gateway bench-login help
 
 help:
 	@echo "make run    start the gateway (:8080), users, products and orders locally (in memory; nothing to install)"
@@ -27,6 +27,7 @@ help:
 	@echo "make tunnel STACK=dev|prod: open the stack's API tunnel and write .shopmesh/kubeconfig-STACK for kubectl"
 	@echo "make destroy STACK=dev|prod: pulumi destroy through the API tunnel"
 	@echo "make bench-gateway  the gateway against nginx on this machine (installs nginx and wrk)"
+	@echo "make bench-login    a login flood: the users service's peak memory and answers, with and without the bounds"
 
 # cmd/localshop is `shopmesh run` without the Pulumi program linked in: it builds in seconds.
 run:
@@ -82,3 +83,7 @@ destroy:
 # Installs nginx and wrk with apt when missing; prints req/s, p50, p99 and the ratios.
 bench-gateway:
 	bash scripts/bench-gateway.sh
+
+# Starts its own users service and gateway on 127.0.0.1:9100-9101; prints peak memory and statuses.
+bench-login:
+	bash scripts/bench-login.sh

@@ -26,6 +26,8 @@ type Config struct {
 	RedisURL        string         // REDIS_URL: share rate limits across replicas; empty limits in-process
 	FailOpen        bool           // RATE_LIMIT_FAIL_OPEN: without Redis, limit locally (true) or refuse (false)
 	PprofAddr       string         // PPROF_ADDR: serve net/http/pprof here (keep it on loopback); empty: off
+	LoginLimit      RateLimit      // LOGIN_RATE, LOGIN_BURST: POST /users/login per client address (built-in routes)
+	SignupLimit     RateLimit      // SIGNUP_RATE, SIGNUP_BURST: POST /users per client address (built-in routes)
 }
 
 // LoadConfig reads and validates the configuration.
@@ -44,6 +46,20 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		RedisURL:        r.String("REDIS_URL", ""),
 		FailOpen:        r.Bool("RATE_LIMIT_FAIL_OPEN", true),
 		PprofAddr:       r.String("PPROF_ADDR", ""),
+		LoginLimit: RateLimit{Rate: r.Float("LOGIN_RATE", DefaultLoginLimit.Rate), Burst: r.Int("LOGIN_BURST", DefaultLoginLimit.Burst),
+			By: LimitByAddress},
+		SignupLimit: RateLimit{Rate: r.Float("SIGNUP_RATE", DefaultSignupLimit.Rate), Burst: r.Int("SIGNUP_BURST", DefaultSignupLimit.Burst),
+			By: LimitByAddress},
+	}
+	for _, key := range []string{"LOGIN_RATE", "LOGIN_BURST", "SIGNUP_RATE", "SIGNUP_BURST"} {
+		if c.RoutesFile != "" && getenv(key) != "" {
+			r.Fail(key, "applies to the built-in routes only; with ROUTES_FILE set, give the limit under rate_limits in that file")
+		}
+	}
+	for key, l := range map[string]RateLimit{"LOGIN": c.LoginLimit, "SIGNUP": c.SignupLimit} {
+		if l.Rate <= 0 || l.Burst < 1 {
+			r.Fail(key+"_RATE", "and %s_BURST must be positive (requests per second, and at once), got %v and %d", key, l.Rate, l.Burst)
+		}
 	}
 	for key, v := range map[string]string{"USERS_URL": c.UsersURL, "PRODUCTS_URL": c.ProductsURL, "ORDERS_URL": c.OrdersURL} {
 		if u, err := url.Parse(v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

@@ -117,6 +117,7 @@ func (g *Gateway) limit(c echo.Context, route *Route, claims *jwtauth.Claims) er
 	policy := g.table.RateLimits[route.RateLimit]
 	key := "ip:" + c.RealIP()
 	switch {
+	case policy.By == LimitByAddress:
 	case claims != nil:
 		key = "sub:" + claims.Subject
 	case g.apiKey != "" && c.Request().Header.Get(g.apiKey) != "":

@@ -24,7 +24,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 
 // NewServer builds the gateway from cfg; call the returned func to release it.
 func NewServer(_ context.Context, cfg Config, logger *slog.Logger) (*web.Server, func(), error) {
-	table := DefaultTable(cfg.UsersURL, cfg.ProductsURL, cfg.OrdersURL)
+	table := DefaultTable(cfg.UsersURL, cfg.ProductsURL, cfg.OrdersURL, cfg.LoginLimit, cfg.SignupLimit)
 	if cfg.RoutesFile != "" {
 		t, err := LoadTable(cfg.RoutesFile)
 		if err != nil {

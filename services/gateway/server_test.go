@@ -197,6 +197,45 @@ routes:
 	}
 }
 
+func TestLoginAndSignupAreLimitedPerAddress(t *testing.T) {
+	users := echoUpstream(t, "users")
+	iss := jwtauthtest.Start(t)
+	// The built-in routes, as make run and the cluster's defaults use them.
+	g := webtest.Start(t, map[string]string{"JWKS_URL": iss.JWKSURL, "USERS_URL": users.URL, "API_KEY_HEADER": "X-Api-Key",
+		"LOGIN_RATE": "0.001", "LOGIN_BURST": "3", "SIGNUP_RATE": "0.001", "SIGNUP_BURST": "2"}, LoadConfig, NewServer)
+	for _, tc := range []struct {
+		path  string
+		burst int
+	}{{"/users/login", 3}, {"/users", 2}} {
+		var statuses []int
+		for i := 0; i <= tc.burst; i++ {
+			// A fresh API key and token on every try: neither gives a caller a fresh bucket here.
+			r := webtest.Do(t, "POST", g.URL+tc.path, `{}`, "X-Api-Key", fmt.Sprint("key-", i),
+				"Authorization", "Bearer "+iss.Token(t, fmt.Sprint("user-", i)))
+			statuses = append(statuses, r.Status)
+		}
+		want := strings.Repeat("200 ", tc.burst) + "429"
+		if got := strings.Trim(fmt.Sprint(statuses), "[]"); got != want {
+			t.Errorf("POST %s from one address: %s, want %s", tc.path, got, want)
+		}
+	}
+	// Other routes keep counting by client.
+	if r := webtest.Do(t, "GET", g.URL+"/users/me", nil, "X-Api-Key", "other"); r.Status != 200 {
+		t.Errorf("GET /users/me = %d, want 200", r.Status)
+	}
+
+	_, err := LoadConfig(func(k string) string {
+		return map[string]string{"ROUTES_FILE": "routes.yaml", "LOGIN_RATE": "5", "SIGNUP_BURST": "0"}[k]
+	})
+	if err == nil || !strings.Contains(err.Error(), "LOGIN_RATE applies to the built-in routes only") {
+		t.Errorf("LOGIN_RATE with ROUTES_FILE: %v; want an error that says the file's rate_limits apply", err)
+	}
+	if _, err := ParseTable([]byte("rate_limits:\n  l: {rate: 1, burst: 1, by: token}\nroutes:\n  - {name: a, prefix: /a, upstreams: [{url: http://x}]}\n")); err == nil ||
+		!strings.Contains(err.Error(), "by must be client or address") {
+		t.Errorf("by: token accepted: %v", err)
+	}
+}
+
 // flakyUpstream accepts connections and closes them at once, counting attempts.
 func flakyUpstream(t *testing.T) (string, *atomic.Int32) {
 	t.Helper()

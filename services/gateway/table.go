@@ -30,11 +30,21 @@ type Table struct {
 	Routes     []Route              `yaml:"routes"`
 }
 
-// RateLimit is a token bucket: Rate tokens per second, up to Burst at once.
+// RateLimit is a token bucket per client: Rate tokens per second, up to Burst at once.
 type RateLimit struct {
 	Rate  float64 `yaml:"rate"`
 	Burst int     `yaml:"burst"`
+	// By names the client: "client" (the default) is the token's subject, else the API key,
+	// else the address; "address" is always the address, for routes such as login where a
+	// caller could otherwise pick a fresh key for every try.
+	By string `yaml:"by"`
 }
+
+// Ways to name the client a rate limit counts.
+const (
+	LimitByClient  = "client"
+	LimitByAddress = "address"
+)
 
 // Route sends requests whose path starts with Prefix (and whose method is in Methods, when
 // given) to one of Upstreams, chosen by weight.
@@ -166,6 +176,14 @@ func (t *Table) validate() error {
 		if rl.Rate <= 0 || rl.Burst < 1 {
 			return fmt.Errorf("rate limit %q: rate must be > 0 and burst >= 1, got rate %v burst %d", name, rl.Rate, rl.Burst)
 		}
+		switch rl.By {
+		case "":
+			rl.By = LimitByClient
+			t.RateLimits[name] = rl
+		case LimitByClient, LimitByAddress:
+		default:
+			return fmt.Errorf("rate limit %q: by must be client or address, got %q", name, rl.By)
+		}
 	}
 	names := map[string]int{}
 	for i := range t.Routes {
@@ -263,22 +281,35 @@ func hasPathPrefix(path, prefix string) bool {
 	return len(path) == len(prefix) || strings.HasSuffix(prefix, "/") || path[len(prefix)] == '/'
 }
 
+// Built-in limits of the login and sign-up routes, per client address: enough for people
+// who mistype, too few for guessing passwords or creating accounts in bulk.
+var (
+	DefaultLoginLimit  = RateLimit{Rate: 1, Burst: 10, By: LimitByAddress}
+	DefaultSignupLimit = RateLimit{Rate: 0.1, Burst: 5, By: LimitByAddress}
+)
+
 // DefaultTable routes the shop: users, products, orders and the JWKS, with the original test
-// plan's limit on POST /orders (100 requests/s, burst 20).
-func DefaultTable(usersURL, productsURL, ordersURL string) *Table {
+// plan's limit on POST /orders (100 requests/s, burst 20) and per-address limits on login and
+// sign-up.
+func DefaultTable(usersURL, productsURL, ordersURL string, login, signup RateLimit) *Table {
 	one := func(u string) []Upstream { return []Upstream{{URL: u, Weight: 100}} }
 	users, products, orders := one(usersURL), one(productsURL), one(ordersURL)
 	users[0].Identity, products[0].Identity, orders[0].Identity = "users", "products", "orders"
+	post := []string{http.MethodPost}
 	t := &Table{
 		RateLimits: map[string]RateLimit{
 			"orders-create": {Rate: 100, Burst: 20},
 			"default":       {Rate: 50, Burst: 100},
+			"login":         login,
+			"signup":        signup,
 		},
 		Routes: []Route{
 			{Name: "jwks", Prefix: "/.well-known/jwks.json", Upstreams: users, Auth: AuthNone},
+			{Name: "users-login", Prefix: "/users/login", Methods: post, Upstreams: users, Auth: AuthNone, RateLimit: "login"},
+			{Name: "users-signup", Prefix: "/users", Methods: post, Upstreams: users, Auth: AuthNone, RateLimit: "signup"},
 			{Name: "users", Prefix: "/users", Upstreams: users, Auth: AuthOptional, RateLimit: "default"},
 			{Name: "products", Prefix: "/products", Upstreams: products, Auth: AuthOptional, RateLimit: "default"},
-			{Name: "orders-create", Prefix: "/orders", Methods: []string{http.MethodPost}, Upstreams: orders, Auth: AuthRequired, RateLimit: "orders-create"},
+			{Name: "orders-create", Prefix: "/orders", Methods: post, Upstreams: orders, Auth: AuthRequired, RateLimit: "orders-create"},
 			{Name: "orders", Prefix: "/orders", Upstreams: orders, Auth: AuthRequired, RateLimit: "default"},
 		},
 	}

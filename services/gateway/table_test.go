@@ -40,12 +40,14 @@ func TestParseTableErrorsNameLineAndReason(t *testing.T) {
 }
 
 func TestMatch(t *testing.T) {
-	table := DefaultTable("http://u", "http://p", "http://o")
+	table := DefaultTable("http://u", "http://p", "http://o", DefaultLoginLimit, DefaultSignupLimit)
 	tests := []struct{ method, path, want string }{
 		{"POST", "/orders", "orders-create"},
 		{"GET", "/orders", "orders"},
 		{"GET", "/orders/123", "orders"},
-		{"POST", "/users/login", "users"},
+		{"POST", "/users/login", "users-login"},
+		{"POST", "/users", "users-signup"},
+		{"GET", "/users/me", "users"},
 		{"GET", "/products?x", "products"},
 		{"GET", "/.well-known/jwks.json", "jwks"},
 		{"GET", "/ordersx", ""},
@@ -157,7 +159,7 @@ func TestTraceparent(t *testing.T) {
 
 func TestUpstreamPeers(t *testing.T) {
 	resolve := func(s string) (pki.ID, error) { return pki.ID{Namespace: "shop", Service: s}, nil }
-	def := DefaultTable("https://127.0.0.1:9001", "https://products.shop", "http://orders")
+	def := DefaultTable("https://127.0.0.1:9001", "https://products.shop", "http://orders", DefaultLoginLimit, DefaultSignupLimit)
 	peers, err := def.upstreamPeers(resolve)
 	if err != nil {
 		t.Fatal(err)

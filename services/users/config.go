@@ -1,6 +1,7 @@
 package users
 
 import (
+	"runtime"
 	"time"
 
 	"github.com/shopmesh/shopmesh/services/internal/envconf"
@@ -22,6 +23,7 @@ type Config struct {
 	TokenTTL       time.Duration // JWT_TTL
 	AdminEmail     string        // ADMIN_EMAIL: admin account created at start if missing
 	AdminPassword  string        // ADMIN_PASSWORD: its password (secret; never logged)
+	Limits         Limits        // PASSWORD_CHECKS, PASSWORD_CHECK_WAIT, LOGIN_MAX_FAILURES, LOGIN_FAILURE_WINDOW, LOGIN_LOCK
 }
 
 // LoadConfig reads and validates the configuration.
@@ -38,6 +40,21 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		TokenTTL:       r.Duration("JWT_TTL", 15*time.Minute),
 		AdminEmail:     r.String("ADMIN_EMAIL", ""),
 		AdminPassword:  getenv("ADMIN_PASSWORD"),
+		Limits: Limits{
+			PasswordChecks: r.Int("PASSWORD_CHECKS", runtime.GOMAXPROCS(0)),
+			PasswordWait:   r.Duration("PASSWORD_CHECK_WAIT", time.Second),
+			Login: LoginPolicy{
+				MaxFailures: r.Int("LOGIN_MAX_FAILURES", DefaultLoginPolicy.MaxFailures),
+				Window:      r.Duration("LOGIN_FAILURE_WINDOW", DefaultLoginPolicy.Window),
+				Lock:        r.Duration("LOGIN_LOCK", DefaultLoginPolicy.Lock),
+			},
+		},
+	}
+	if c.Limits.PasswordChecks < 1 {
+		r.Fail("PASSWORD_CHECKS", "must be at least 1, got %d", c.Limits.PasswordChecks)
+	}
+	if c.Limits.Login.MaxFailures < 1 {
+		r.Fail("LOGIN_MAX_FAILURES", "must be at least 1, got %d", c.Limits.Login.MaxFailures)
 	}
 	if c.AdminEmail != "" {
 		if !validEmail(c.AdminEmail) {

@@ -1,14 +1,18 @@
 package users
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"golang.org/x/crypto/argon2"
+
+	"github.com/shopmesh/shopmesh/services/internal/fault"
 )
 
 // argon2id parameters: OWASP's minimum recommendation (19 MiB, 2 passes, 1 lane). Measured by
@@ -61,4 +65,39 @@ func checkPassword(encoded, password string) (bool, error) {
 	}
 	got := argon2.IDKey([]byte(password), salt, iters, mem, threads, uint32(len(want)))
 	return subtle.ConstantTimeCompare(got, want) == 1, nil
+}
+
+// ErrBusy is the answer when every password slot stayed taken for the whole wait.
+var ErrBusy = fault.Retry(fault.ErrUnavailable, "too many logins and sign-ups in progress; retry in a second", time.Second)
+
+// passwordGate bounds how many argon2id computations run at once. Each holds 19 MiB for about
+// 40 ms of one core's time, so more than one per core only adds memory, not throughput: a
+// flood of logins would otherwise grow the process by 19 MiB per request until it is killed.
+type passwordGate struct {
+	slots chan struct{}
+	wait  time.Duration
+}
+
+func newPasswordGate(concurrency int, wait time.Duration) *passwordGate {
+	return &passwordGate{slots: make(chan struct{}, concurrency), wait: wait}
+}
+
+// run calls fn once a slot is free, waiting at most g.wait.
+func (g *passwordGate) run(ctx context.Context, fn func()) error {
+	select {
+	case g.slots <- struct{}{}:
+	default:
+		timer := time.NewTimer(g.wait)
+		defer timer.Stop()
+		select {
+		case g.slots <- struct{}{}:
+		case <-timer.C:
+			return ErrBusy
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	defer func() { <-g.slots }()
+	fn()
+	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/shopmesh/shopmesh/services/internal/jwtauth"
@@ -36,22 +37,50 @@ func NewServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Serve
 		closeFn()
 		return nil, nil, err
 	}
-	svc, err := NewService(store, signer)
+	svc, err := NewService(store, signer, cfg.Limits)
 	if err != nil {
 		closeFn()
 		return nil, nil, err
 	}
+	stopPruning := pruneLoginFailures(svc, logger)
+	release := func() { stopPruning(); closeFn() }
 	if cfg.AdminEmail != "" {
 		created, err := svc.EnsureAdmin(ctx, cfg.AdminEmail, cfg.AdminPassword)
 		if err != nil {
-			closeFn()
+			release()
 			return nil, nil, fmt.Errorf("create admin account: %w", err)
 		}
 		logger.Info("admin account", "email", cfg.AdminEmail, "created", created)
 	}
 	verifier := jwtauth.NewVerifier(signer.Keys(), cfg.Issuer, cfg.Audience, jwtauth.Leeway)
 	addRoutes(srv.Echo, svc, signer, verifier)
-	return srv, closeFn, nil
+	logger.Info("password checks", "concurrent", cfg.Limits.PasswordChecks, "wait", cfg.Limits.PasswordWait.String(),
+		"login_max_failures", cfg.Limits.Login.MaxFailures, "login_lock", cfg.Limits.Login.Lock.String())
+	return srv, release, nil
+}
+
+// pruneLoginFailures forgets old failed logins once a minute until the returned func is called.
+func pruneLoginFailures(svc *Service, logger *slog.Logger) func() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(time.Minute)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				if n, err := svc.PruneLoginFailures(ctx); err != nil && ctx.Err() == nil {
+					logger.Warn("pruning failed logins", "error", err)
+				} else if n > 0 {
+					logger.Debug("pruned failed logins", "rows", n)
+				}
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
 }
 
 // newSigner signs with, in order: the key file, the key shared through the database, or a key

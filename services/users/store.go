@@ -12,11 +12,13 @@ type MemoryStore struct {
 	mu      sync.RWMutex
 	byID    map[uuid.UUID]User
 	byEmail map[string]uuid.UUID
+
+	failures map[string]memoryFailures
 }
 
 // NewMemoryStore returns an empty store.
 func NewMemoryStore() *MemoryStore {
-	return &MemoryStore{byID: map[uuid.UUID]User{}, byEmail: map[string]uuid.UUID{}}
+	return &MemoryStore{byID: map[uuid.UUID]User{}, byEmail: map[string]uuid.UUID{}, failures: map[string]memoryFailures{}}
 }
 
 func (m *MemoryStore) Create(_ context.Context, u User) error {

@@ -39,6 +39,20 @@ type Store interface {
 	Create(ctx context.Context, u User) error
 	ByEmail(ctx context.Context, email string) (User, error)
 	ByID(ctx context.Context, id uuid.UUID) (User, error)
+
+	// The failure log of LoginPolicy, keyed by loginKey.
+	LoginState(ctx context.Context, key string, now time.Time, p LoginPolicy) (LoginState, error)
+	RecordLoginFailure(ctx context.Context, key string, now time.Time, p LoginPolicy) (LoginState, error)
+	ClearLoginFailures(ctx context.Context, key string) error
+	PruneLoginFailures(ctx context.Context, before, now time.Time) (int64, error)
+}
+
+// Limits bound the password work one instance does at a time, and the guessing one address
+// gets.
+type Limits struct {
+	PasswordChecks int           // argon2id computations at once
+	PasswordWait   time.Duration // how long a login or sign-up waits for one before 503
+	Login          LoginPolicy
 }
 
 // TokenIssuer signs access tokens.
@@ -54,15 +68,23 @@ type Service struct {
 	// dummyHash is checked when the email is unknown, so that a login takes as long whether
 	// or not the account exists.
 	dummyHash string
+	gate      *passwordGate
+	login     LoginPolicy
+	now       func() time.Time
 }
 
 // NewService returns a service over store that issues tokens with tokens.
-func NewService(store Store, tokens TokenIssuer) (*Service, error) {
+func NewService(store Store, tokens TokenIssuer, limits Limits) (*Service, error) {
+	if limits.PasswordChecks < 1 || limits.PasswordWait <= 0 || limits.Login.MaxFailures < 1 ||
+		limits.Login.Window <= 0 || limits.Login.Lock <= 0 {
+		return nil, fmt.Errorf("users: invalid limits %+v", limits)
+	}
 	dummy, err := hashPassword(uuid.NewString())
 	if err != nil {
 		return nil, err
 	}
-	return &Service{store: store, tokens: tokens, dummyHash: dummy}, nil
+	return &Service{store: store, tokens: tokens, dummyHash: dummy, gate: newPasswordGate(limits.PasswordChecks, limits.PasswordWait),
+		login: limits.Login, now: time.Now}, nil
 }
 
 // Registration is what a new user sends.
@@ -115,10 +137,14 @@ func validEmail(s string) bool {
 
 // Register creates a user with roles.
 func (s *Service) Register(ctx context.Context, r Registration, roles ...string) (User, error) {
-	if err := r.Validate(); err != nil {
+	err := r.Validate()
+	if err != nil {
 		return User{}, err
 	}
-	hash, err := hashPassword(r.Password)
+	var hash string
+	if err := s.gate.run(ctx, func() { hash, err = hashPassword(r.Password) }); err != nil {
+		return User{}, err
+	}
 	if err != nil {
 		return User{}, fmt.Errorf("hash password: %w", err)
 	}
@@ -144,9 +170,18 @@ type Token struct {
 }
 
 // Login checks the credentials and issues a token. A wrong password and an unknown email give
-// the same error after the same work.
+// the same error after the same work, and lock the same way after repeated failures.
 func (s *Service) Login(ctx context.Context, email, password string) (Token, error) {
-	u, err := s.store.ByEmail(ctx, strings.ToLower(strings.TrimSpace(email)))
+	email = strings.ToLower(strings.TrimSpace(email))
+	key, now := loginKey(email), s.now()
+	state, err := s.store.LoginState(ctx, key, now, s.login)
+	if err != nil {
+		return Token{}, fmt.Errorf("login: %w", err)
+	}
+	if state.LockedUntil.After(now) { // no password work while locked: guessing costs nothing here
+		return Token{}, lockedError(state.LockedUntil.Sub(now))
+	}
+	u, err := s.store.ByEmail(ctx, email)
 	hash := u.PasswordHash
 	switch {
 	case errors.Is(err, ErrUserNotFound):
@@ -154,18 +189,35 @@ func (s *Service) Login(ctx context.Context, email, password string) (Token, err
 	case err != nil:
 		return Token{}, fmt.Errorf("login: %w", err)
 	}
-	ok, err := checkPassword(hash, password)
+	var ok bool
+	if err := s.gate.run(ctx, func() { ok, err = checkPassword(hash, password) }); err != nil {
+		return Token{}, err
+	}
 	if err != nil {
 		return Token{}, fmt.Errorf("login: %w", err)
 	}
 	if !ok || u.ID == uuid.Nil {
+		if _, err := s.store.RecordLoginFailure(ctx, key, now, s.login); err != nil {
+			return Token{}, fmt.Errorf("login: %w", err)
+		}
 		return Token{}, ErrBadCredentials
+	}
+	if state.Failures > 0 {
+		if err := s.store.ClearLoginFailures(ctx, key); err != nil {
+			return Token{}, fmt.Errorf("login: %w", err)
+		}
 	}
 	tok, err := s.tokens.Sign(u.ID.String(), u.Roles)
 	if err != nil {
 		return Token{}, err
 	}
 	return Token{AccessToken: tok, TokenType: "Bearer", ExpiresIn: int(s.tokens.TTL().Seconds())}, nil
+}
+
+// PruneLoginFailures forgets failures older than the login policy's window.
+func (s *Service) PruneLoginFailures(ctx context.Context) (int64, error) {
+	now := s.now()
+	return s.store.PruneLoginFailures(ctx, now.Add(-s.login.Window), now)
 }
 
 // Get returns the user with id.

@@ -5,6 +5,7 @@ package envconf
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -39,6 +40,20 @@ func (r *Reader) Int(key string, def int) int {
 		return def
 	}
 	return n
+}
+
+// Float returns the variable as a number, or def.
+func (r *Reader) Float(key string, def float64) float64 {
+	v := strings.TrimSpace(r.getenv(key))
+	if v == "" {
+		return def
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+		r.Fail(key, "must be a number such as 1 or 0.5, got %q", v)
+		return def
+	}
+	return f
 }
 
 // Duration returns the variable as a Go duration ("5s", "250ms"), or def.

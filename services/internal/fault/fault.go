@@ -6,6 +6,7 @@ package fault
 import (
 	"errors"
 	"strings"
+	"time"
 )
 
 // Kinds of failure. Domain errors wrap one of these; callers compare with errors.Is.
@@ -16,16 +17,24 @@ var (
 	ErrUnauthenticated = errors.New("unauthenticated")
 	ErrForbidden       = errors.New("forbidden")
 	ErrUnavailable     = errors.New("dependency unavailable")
+	ErrTooMany         = errors.New("too many requests")
 )
 
 // Error is a failure of a known kind with a message meant for the client.
 type Error struct {
 	Kind    error
 	Message string
+	// RetryAfter, when set, tells the client how long to wait before trying again.
+	RetryAfter time.Duration
 }
 
 // New returns an error of the given kind whose message is safe to show to clients.
 func New(kind error, message string) *Error { return &Error{Kind: kind, Message: message} }
+
+// Retry returns an error of the given kind that the client may retry after the given time.
+func Retry(kind error, message string, after time.Duration) *Error {
+	return &Error{Kind: kind, Message: message, RetryAfter: after}
+}
 
 func (e *Error) Error() string        { return e.Message }
 func (e *Error) Is(target error) bool { return target == e.Kind }

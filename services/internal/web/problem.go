@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
+	"strconv"
 
 	"github.com/labstack/echo/v4"
 
@@ -75,6 +77,8 @@ func kindStatus(err error) int {
 		return http.StatusForbidden
 	case errors.Is(err, fault.ErrUnavailable):
 		return http.StatusServiceUnavailable
+	case errors.Is(err, fault.ErrTooMany):
+		return http.StatusTooManyRequests
 	}
 	return http.StatusInternalServerError
 }
@@ -109,6 +113,10 @@ func errorHandler(bodyLimit int) echo.HTTPErrorHandler {
 		p.RequestID = c.Response().Header().Get(echo.HeaderXRequestID)
 		if p.Status == http.StatusUnauthorized {
 			c.Response().Header().Set("WWW-Authenticate", wwwAuthenticate(p.Detail))
+		}
+		var fe *fault.Error
+		if errors.As(err, &fe) && fe.RetryAfter > 0 {
+			c.Response().Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(fe.RetryAfter.Seconds()))))
 		}
 		if err := writeProblem(c, p); err != nil {
 			slog.Default().Debug("writing problem response", "error", err)

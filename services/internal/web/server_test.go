@@ -50,6 +50,8 @@ func newServer(t *testing.T) (*web.Server, string) {
 		"/forbidden":       fault.New(fault.ErrForbidden, "needs admin"),
 		"/conflict":        fmt.Errorf("wrapped: %w", fault.New(fault.ErrConflict, "taken")),
 		"/unavailable":     fault.New(fault.ErrUnavailable, "db down"),
+		"/busy":            fault.Retry(fault.ErrUnavailable, "busy", 1500*time.Millisecond),
+		"/too-many":        fault.Retry(fault.ErrTooMany, "slow down", 30*time.Second),
 		"/internal":        errors.New("secret connection string in message"),
 	} {
 		e.GET(path, func(echo.Context) error { return err })
@@ -91,6 +93,8 @@ func TestErrorsBecomeProblems(t *testing.T) {
 		{"internal", "GET", "/internal", nil, nil, 500, "request id"},
 		{"panic", "GET", "/panic", nil, nil, 500, "request id"},
 		{"unavailable", "GET", "/unavailable", nil, nil, 503, "db down"},
+		{"busy", "GET", "/busy", nil, nil, 503, "busy"},
+		{"too many", "GET", "/too-many", nil, nil, 429, "slow down"},
 		{"timeout", "GET", "/slow", nil, nil, 503, "did not finish in time"},
 	}
 	for _, tt := range tests {
@@ -114,6 +118,10 @@ func TestErrorsBecomeProblems(t *testing.T) {
 			}
 			if r.Status == 401 && !strings.HasPrefix(r.Header.Get("WWW-Authenticate"), "Bearer ") {
 				t.Errorf("401 without a Bearer challenge: %q", r.Header.Get("WWW-Authenticate"))
+			}
+			wantRetry := map[string]string{"/busy": "2", "/too-many": "30"}[tt.path]
+			if got := r.Header.Get("Retry-After"); got != wantRetry {
+				t.Errorf("Retry-After = %q, want %q", got, wantRetry)
 			}
 			if r.Status == 422 && (len(p.Errors) != 1 || p.Errors[0].Field != "name") {
 				t.Errorf("422 does not name the field: %+v", p.Errors)
