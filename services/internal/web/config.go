@@ -14,7 +14,8 @@ import (
 type Config struct {
 	Addr            string        // HTTP_ADDR: host:port to listen on
 	RequestTimeout  time.Duration // REQUEST_TIMEOUT: deadline for each request's work
-	ShutdownTimeout time.Duration // SHUTDOWN_TIMEOUT: how long in-flight requests get on SIGTERM
+	ShutdownTimeout time.Duration // SHUTDOWN_TIMEOUT: how long in-flight requests get once the drain is over
+	ShutdownDrain   time.Duration // SHUTDOWN_DRAIN: after SIGTERM, how long to keep serving while /readyz says 503
 	BodyLimitBytes  int           // BODY_LIMIT_BYTES: larger request bodies get 413
 	LogLevel        slog.Level    // LOG_LEVEL: debug, info, warn or error
 }
@@ -25,6 +26,7 @@ func ReadConfig(r *envconf.Reader, defaultAddr string) Config {
 		Addr:            r.String("HTTP_ADDR", defaultAddr),
 		RequestTimeout:  r.Duration("REQUEST_TIMEOUT", 10*time.Second),
 		ShutdownTimeout: r.Duration("SHUTDOWN_TIMEOUT", 15*time.Second),
+		ShutdownDrain:   r.Duration("SHUTDOWN_DRAIN", 0),
 		BodyLimitBytes:  r.Int("BODY_LIMIT_BYTES", 1<<20),
 	}
 	if c.BodyLimitBytes <= 0 {

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -30,9 +31,10 @@ type Server struct {
 	cfg    Config
 	logger *slog.Logger
 
-	mu     sync.Mutex
-	checks []check
-	mtls   *mtlsState
+	mu       sync.Mutex
+	checks   []check
+	mtls     *mtlsState
+	draining atomic.Bool
 }
 
 type check struct {
@@ -68,6 +70,16 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) *Server {
 	// Order matters: the request id exists before anything logs; metrics sit outside the
 	// logger so they see the status the error handler wrote; Recover sits inside the logger so
 	// a panic is logged as that request's error.
+	// While draining, every response closes its connection, so keep-alive clients move to
+	// another replica instead of finding this one gone.
+	e.Use(func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			if s.draining.Load() {
+				c.Response().Header().Set(echo.HeaderConnection, "close")
+			}
+			return next(c)
+		}
+	})
 	e.Use(middleware.RequestID())
 	e.Use(newMetrics(s.Registry).middleware)
 	e.Use(requestLogger(logger))
@@ -94,6 +106,10 @@ func (s *Server) AddReadinessCheck(name string, fn func(context.Context) error) 
 }
 
 func (s *Server) ready(c echo.Context) error {
+	if s.draining.Load() {
+		return writeProblem(c, Problem{Type: "about:blank", Title: http.StatusText(http.StatusServiceUnavailable),
+			Status: http.StatusServiceUnavailable, Instance: c.Request().URL.Path, Detail: "not ready: shutting down"})
+	}
 	s.mu.Lock()
 	checks := append([]check(nil), s.checks...)
 	s.mu.Unlock()
@@ -128,8 +144,8 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 	return s.Serve(ctx, ln)
 }
 
-// Serve serves on ln until ctx is done, then stops accepting connections and gives in-flight
-// requests up to ShutdownTimeout to finish.
+// Serve serves on ln until ctx is done, drains for ShutdownDrain, then stops accepting
+// connections and gives in-flight requests up to ShutdownTimeout to finish.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
 		Handler:           s.Echo,
@@ -153,6 +169,18 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
+	}
+	// Zero-drop restarts: report not ready at once, so that the replica leaves the load
+	// balancer's endpoints, but keep serving for the drain time, closing each connection after
+	// its response; only then stop listening and give in-flight requests their grace.
+	s.draining.Store(true)
+	if s.cfg.ShutdownDrain > 0 {
+		s.logger.Info("draining", "for", s.cfg.ShutdownDrain.String())
+		select {
+		case err := <-errc:
+			return fmt.Errorf("serve: %w", err)
+		case <-time.After(s.cfg.ShutdownDrain):
+		}
 	}
 	s.logger.Info("shutting down", "grace", s.cfg.ShutdownTimeout.String())
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)

@@ -228,3 +228,43 @@ func TestShutdownFinishesInFlightRequests(t *testing.T) {
 		t.Error("server still accepts connections after shutdown")
 	}
 }
+
+// TestDrainKeepsServingWhileNotReady: after SIGTERM (ctx done) the server answers /readyz 503
+// at once, keeps serving requests for ShutdownDrain with Connection: close, then stops.
+func TestDrainKeepsServingWhileNotReady(t *testing.T) {
+	cfg := testConfig()
+	cfg.ShutdownDrain = 400 * time.Millisecond
+	s := web.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s.Echo.GET("/work", func(c echo.Context) error { return c.String(http.StatusOK, "done") })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + ln.Addr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ctx, ln) }()
+	if r := webtest.Do(t, "GET", base+"/work", nil); r.Status != 200 {
+		t.Fatalf("before SIGTERM: %d", r.Status)
+	}
+	stopped := time.Now()
+	cancel()
+	time.Sleep(50 * time.Millisecond)
+	if r := webtest.Do(t, "GET", base+"/readyz", nil); r.Status != 503 || !strings.Contains(r.Problem(t).Detail, "shutting down") {
+		t.Errorf("/readyz while draining = %d %s; want 503 shutting down", r.Status, r.Body)
+	}
+	resp, err := http.Get(base + "/work")
+	if err != nil {
+		t.Fatalf("a request while draining: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !resp.Close { // net/http turns "Connection: close" into Close
+		t.Errorf("a request while draining = %d, close %v; want 200 and Connection: close", resp.StatusCode, resp.Close)
+	}
+	if err := <-served; err != nil {
+		t.Errorf("Serve = %v", err)
+	}
+	if d := time.Since(stopped); d < cfg.ShutdownDrain {
+		t.Errorf("stopped %v after SIGTERM, before the %v drain was over", d, cfg.ShutdownDrain)
+	}
+}
