@@ -132,7 +132,9 @@ func startUsers(t *testing.T, addr string) *instance {
 	env := map[string]string{"HTTP_ADDR": addr, "SHUTDOWN_DRAIN": "1s", "SHUTDOWN_TIMEOUT": "5s", "LOG_LEVEL": "error"}
 	ctx, cancel := context.WithCancel(context.Background())
 	in := &instance{cancel: cancel, done: make(chan error, 1)}
-	go func() { in.done <- users.Run(ctx, []string{"users"}, func(k string) string { return env[k] }, io.Discard) }()
+	go func() {
+		in.done <- users.Run(ctx, []string{"users"}, func(k string) string { return env[k] }, io.Discard)
+	}()
 	t.Cleanup(func() {
 		cancel()
 		<-in.done
