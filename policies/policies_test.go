@@ -126,20 +126,21 @@ func find(t *testing.T, rs []Resource, typ, name string) *Resource {
 }
 
 const (
-	eks      = "eks:index:Cluster"
-	eksAWS   = "aws:eks/cluster:Cluster"
-	lt       = "aws:ec2/launchTemplate:LaunchTemplate"
-	rds      = "aws:rds/instance:Instance"
-	ecr      = "aws:ecr/repository:Repository"
-	sg       = "aws:ec2/securityGroup:SecurityGroup"
-	sgr      = "aws:ec2/securityGroupRule:SecurityGroupRule"
-	stage    = "aws:apigateway/stage:Stage"
-	settings = "aws:apigateway/methodSettings:MethodSettings"
-	nlb      = "aws:lb/loadBalancer:LoadBalancer"
-	deploy   = "kubernetes:apps/v1:Deployment"
-	pa       = "kubernetes:security.istio.io/v1:PeerAuthentication"
-	ap       = "kubernetes:security.istio.io/v1:AuthorizationPolicy"
-	ctr      = "spec.template.spec.containers.0."
+	eks        = "eks:index:Cluster"
+	eksAWS     = "aws:eks/cluster:Cluster"
+	lt         = "aws:ec2/launchTemplate:LaunchTemplate"
+	rds        = "aws:rds/instance:Instance"
+	cacheGroup = "aws:elasticache/replicationGroup:ReplicationGroup"
+	ecr        = "aws:ecr/repository:Repository"
+	sg         = "aws:ec2/securityGroup:SecurityGroup"
+	sgr        = "aws:ec2/securityGroupRule:SecurityGroupRule"
+	stage      = "aws:apigateway/stage:Stage"
+	settings   = "aws:apigateway/methodSettings:MethodSettings"
+	nlb        = "aws:lb/loadBalancer:LoadBalancer"
+	deploy     = "kubernetes:apps/v1:Deployment"
+	pa         = "kubernetes:security.istio.io/v1:PeerAuthentication"
+	ap         = "kubernetes:security.istio.io/v1:AuthorizationPolicy"
+	ctr        = "spec.template.spec.containers.0."
 )
 
 // cases lists, per rule id, the edit of the good stack that must make exactly these rules
@@ -184,6 +185,14 @@ var cases = []struct {
 	{"SHOP-ECR-002", set(ecr, "", "imageTagMutability", "MUTABLE"), nil},
 	{"SHOP-ECR-003", set(ecr, "", "encryptionConfigurations", nil), nil},
 	{"SHOP-ECR-004", drop("aws:ecr/lifecyclePolicy:LifecyclePolicy", ""), nil},
+	{"SHOP-CACHE-001", set(cacheGroup, "", "transitEncryptionEnabled", false), nil},
+	{"SHOP-CACHE-001", set(cacheGroup, "", "transitEncryptionMode", "preferred"), nil},
+	{"SHOP-CACHE-002", set(cacheGroup, "", "atRestEncryptionEnabled", nil), nil},
+	{"SHOP-CACHE-003", set(cacheGroup, "", "userGroupIds", []any{}), nil},
+	{"SHOP-CACHE-003", set(cacheGroup, "", "authToken", "a-shared-token-1234"), nil},
+	{"SHOP-CACHE-004", set("aws:elasticache/user:User", "", "authenticationMode.type", "password"), nil},
+	{"SHOP-CACHE-004", set("aws:elasticache/user:User", "", "passwords", []any{"a-password-in-state"}), nil},
+	{"SHOP-CACHE-005", set(cacheGroup, "", "numCacheClusters", 1), nil},
 	{"SHOP-RDS-001", set(rds, "", "storageEncrypted", false), nil},
 	{"SHOP-RDS-002", set(rds, "", "publiclyAccessible", true), nil},
 	{"SHOP-RDS-003", set(rds, "", "backupRetentionPeriod", 3), nil},

@@ -3,6 +3,7 @@ package gateway
 import (
 	"net/netip"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/shopmesh/shopmesh/services/internal/envconf"
@@ -24,6 +25,9 @@ type Config struct {
 	APIKeyHeader    string         // API_KEY_HEADER: rate-limit anonymous clients by this header
 	TrustedProxies  []netip.Prefix // TRUSTED_PROXIES: CIDRs whose X-Forwarded-For is believed
 	RedisURL        string         // REDIS_URL: share rate limits across replicas; empty limits in-process
+	RedisAuth       string         // REDIS_AUTH: "" (the URL's password, if any) or iam (ElastiCache IAM authentication)
+	RedisCacheName  string         // REDIS_CACHE_NAME: the ElastiCache replication group ID, for REDIS_AUTH=iam
+	AWSRegion       string         // AWS_REGION: for REDIS_AUTH=iam
 	FailOpen        bool           // RATE_LIMIT_FAIL_OPEN: without Redis, limit locally (true) or refuse (false)
 	PprofAddr       string         // PPROF_ADDR: serve net/http/pprof here (keep it on loopback); empty: off
 	LoginLimit      RateLimit      // LOGIN_RATE, LOGIN_BURST: POST /users/login per client address (built-in routes)
@@ -44,6 +48,9 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		UpstreamTimeout: r.Duration("UPSTREAM_TIMEOUT", 10*time.Second),
 		APIKeyHeader:    r.String("API_KEY_HEADER", ""),
 		RedisURL:        r.String("REDIS_URL", ""),
+		RedisAuth:       r.String("REDIS_AUTH", ""),
+		RedisCacheName:  r.String("REDIS_CACHE_NAME", ""),
+		AWSRegion:       r.String("AWS_REGION", ""),
 		FailOpen:        r.Bool("RATE_LIMIT_FAIL_OPEN", true),
 		PprofAddr:       r.String("PPROF_ADDR", ""),
 		LoginLimit: RateLimit{Rate: r.Float("LOGIN_RATE", DefaultLoginLimit.Rate), Burst: r.Int("LOGIN_BURST", DefaultLoginLimit.Burst),
@@ -70,6 +77,24 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		}
 	}
 	c.TLS.CheckURL(r, "JWKS_URL", c.Auth.JWKSURL)
+	switch c.RedisAuth {
+	case "":
+	case "iam":
+		u, err := url.Parse(c.RedisURL)
+		if err != nil || u.Scheme != "rediss" || u.User == nil || u.User.Username() == "" {
+			r.Fail("REDIS_URL", "must be rediss://<user-id>@host:port with REDIS_AUTH=iam (IAM authentication needs TLS and the ElastiCache user ID)")
+		} else if _, hasPassword := u.User.Password(); hasPassword {
+			r.Fail("REDIS_URL", "must carry no password with REDIS_AUTH=iam: the password is a token signed at each connection")
+		}
+		if c.RedisCacheName == "" || strings.ToLower(c.RedisCacheName) != c.RedisCacheName {
+			r.Fail("REDIS_CACHE_NAME", "must be the ElastiCache replication group ID, in lower case, with REDIS_AUTH=iam")
+		}
+		if c.AWSRegion == "" {
+			r.Fail("AWS_REGION", "must be set with REDIS_AUTH=iam")
+		}
+	default:
+		r.Fail("REDIS_AUTH", "must be empty or iam, got %q", c.RedisAuth)
+	}
 	for _, s := range r.List("TRUSTED_PROXIES") {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {

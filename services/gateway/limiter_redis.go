@@ -34,11 +34,23 @@ const redisBudget = 150 * time.Millisecond
 // NewRedisLimiter connects to url (redis://host:port/db). Timeouts are short: an unreachable
 // Redis must not hold requests up.
 func NewRedisLimiter(url string, failOpen bool, fallback Limiter, reg prometheus.Registerer, logger *slog.Logger) (*RedisLimiter, error) {
+	return newRedisLimiter(url, nil, failOpen, fallback, reg, logger)
+}
+
+// newRedisLimiter is NewRedisLimiter with IAM authentication when iam is not nil.
+func newRedisLimiter(url string, iam *iamAuth, failOpen bool, fallback Limiter, reg prometheus.Registerer, logger *slog.Logger) (*RedisLimiter, error) {
 	opts, err := redis.ParseURL(url)
 	if err != nil {
 		return nil, fmt.Errorf("REDIS_URL: %w", err)
 	}
+	if iam != nil {
+		opts.CredentialsProviderContext = iam.credentials
+		opts.ConnMaxLifetime = iamConnLifetime
+	}
 	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = 250*time.Millisecond, 100*time.Millisecond, 100*time.Millisecond
+	if iam != nil { // a dial then also signs a token and completes a TLS handshake
+		opts.DialTimeout = time.Second
+	}
 	opts.MaxRetries = 0
 	opts.DialerRetries, opts.DialerRetryTimeout = 1, 10*time.Millisecond // go-redis would retry 5× 100 ms
 	opts.PoolSize = 64

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/http/pprof"
+	"net/url"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -23,7 +24,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 }
 
 // NewServer builds the gateway from cfg; call the returned func to release it.
-func NewServer(_ context.Context, cfg Config, logger *slog.Logger) (*web.Server, func(), error) {
+func NewServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Server, func(), error) {
 	table := DefaultTable(cfg.UsersURL, cfg.ProductsURL, cfg.OrdersURL, cfg.LoginLimit, cfg.SignupLimit)
 	if cfg.RoutesFile != "" {
 		t, err := LoadTable(cfg.RoutesFile)
@@ -82,7 +83,16 @@ func NewServer(_ context.Context, cfg Config, logger *slog.Logger) (*web.Server,
 	release = func() { upstreams.CloseIdleConnections(); closeTLS() }
 	var limiter Limiter = NewLocalLimiter(time.Now)
 	if cfg.RedisURL != "" {
-		rl, err := NewRedisLimiter(cfg.RedisURL, cfg.FailOpen, limiter, srv.Registry, logger)
+		var iam *iamAuth
+		if cfg.RedisAuth == "iam" {
+			u, _ := url.Parse(cfg.RedisURL) // validated by LoadConfig
+			a, err := newIAMAuth(ctx, u.User.Username(), cfg.RedisCacheName, cfg.AWSRegion)
+			if err != nil {
+				return nil, nil, err
+			}
+			iam = a
+		}
+		rl, err := newRedisLimiter(cfg.RedisURL, iam, cfg.FailOpen, limiter, srv.Registry, logger)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -92,7 +102,7 @@ func NewServer(_ context.Context, cfg Config, logger *slog.Logger) (*web.Server,
 		if !cfg.FailOpen { // without Redis this gateway refuses limited routes: not ready
 			srv.AddReadinessCheck("redis", rl.Ping)
 		}
-		logger.Info("rate limits", "shared", true, "fail_open", cfg.FailOpen)
+		logger.Info("rate limits", "shared", true, "fail_open", cfg.FailOpen, "redis_auth", cfg.RedisAuth)
 	}
 	g := &Gateway{
 		table:     table,

@@ -57,8 +57,11 @@ func TestDatabaseCredentialsAreReadAtRunTime(t *testing.T) {
 			}
 			roleArn := sa.Annotations["eks.amazonaws.com/role-arn"]
 			if !dataServices[svc] {
-				if cm.Data["DATABASE_URL"] != "" || roleArn != "" {
-					t.Errorf("%s has database settings or an AWS role it does not need", svc)
+				if cm.Data["DATABASE_URL"] != "" || cm.Data["DATABASE_SECRET_ARN"] != "" {
+					t.Errorf("%s has database settings it does not need", svc)
+				}
+				if wantRole := map[string]string{"gateway": "gateway-cache"}[svc]; !strings.HasSuffix(roleArn, ":role/"+wantRole) || (wantRole == "" && roleArn != "") {
+					t.Errorf("%s has AWS role %q, want %q", svc, roleArn, wantRole)
 				}
 				continue
 			}

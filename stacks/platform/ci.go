@@ -39,6 +39,7 @@ var DeployServices = map[string][]string{
 	"ec2":            {"ec2"},
 	"ecr":            {"ecr"},
 	"eks":            {"eks"},
+	"elasticache":    {"elasticache"},
 	"kms":            {"kms"},
 	"lb":             {"elasticloadbalancing"},
 	"rds":            {"rds"},

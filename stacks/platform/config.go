@@ -56,10 +56,16 @@ type Config struct {
 	DbDeletionProtection  bool
 	DbBackupRetentionDays int
 
+	CacheNodeType string // the rate-limit cache's ElastiCache node type
+
 	ApiThrottleRate         int
 	ApiThrottleBurst        int
 	OrdersThrottleRate      int
 	OrdersThrottleBurst     int
+	LoginPerMinute          int // the in-cluster gateway's limits per client address
+	LoginBurst              int
+	SignupPerMinute         int
+	SignupBurst             int
 	LogRetentionDays        int
 	EnableWaf               bool
 	WafRateLimit            int
@@ -188,10 +194,15 @@ func LoadConfig(ctx *pulumi.Context) (Config, error) {
 	try("dbMultiAz", flag(&cfg.DbMultiAz))
 	try("dbDeletionProtection", flag(&cfg.DbDeletionProtection))
 	try("dbBackupRetentionDays", num(&cfg.DbBackupRetentionDays))
+	try("cacheNodeType", str(&cfg.CacheNodeType))
 	try("apiThrottleRate", num(&cfg.ApiThrottleRate))
 	try("apiThrottleBurst", num(&cfg.ApiThrottleBurst))
 	try("ordersThrottleRate", num(&cfg.OrdersThrottleRate))
 	try("ordersThrottleBurst", num(&cfg.OrdersThrottleBurst))
+	try("loginPerMinute", num(&cfg.LoginPerMinute))
+	try("loginBurst", num(&cfg.LoginBurst))
+	try("signupPerMinute", num(&cfg.SignupPerMinute))
+	try("signupBurst", num(&cfg.SignupBurst))
 	try("logRetentionDays", num(&cfg.LogRetentionDays))
 	try("enableWaf", flag(&cfg.EnableWaf))
 	try("wafRateLimit", num(&cfg.WafRateLimit))
@@ -231,8 +242,11 @@ func (c Config) Validate() error {
 	bad(strings.HasPrefix(c.DbInstanceClass, "db."), "dbInstanceClass must be an RDS class such as db.t4g.micro, got %q", c.DbInstanceClass)
 	bad(c.DbAllocatedStorage >= 20, "dbAllocatedStorage must be at least 20 (GiB), got %d", c.DbAllocatedStorage)
 	bad(c.DbBackupRetentionDays >= 1 && c.DbBackupRetentionDays <= 35, "dbBackupRetentionDays must be 1 to 35, got %d", c.DbBackupRetentionDays)
+	bad(strings.HasPrefix(c.CacheNodeType, "cache."), "cacheNodeType must be an ElastiCache node type such as cache.t4g.micro, got %q", c.CacheNodeType)
 	bad(c.ApiThrottleRate > 0 && c.ApiThrottleBurst > 0, "apiThrottleRate and apiThrottleBurst must be positive")
 	bad(c.OrdersThrottleRate > 0 && c.OrdersThrottleBurst > 0, "ordersThrottleRate and ordersThrottleBurst must be positive")
+	bad(c.LoginPerMinute > 0 && c.LoginBurst > 0, "loginPerMinute and loginBurst must be positive")
+	bad(c.SignupPerMinute > 0 && c.SignupBurst > 0, "signupPerMinute and signupBurst must be positive")
 	bad(slices.Contains(cloudWatchRetention, c.LogRetentionDays), "logRetentionDays must be one CloudWatch accepts (1, 3, 5, 7, 14, 30, 60, 90, …), got %d", c.LogRetentionDays)
 	bad(!c.EnableWaf || c.WafRateLimit >= 10, "wafRateLimit must be at least 10 requests per 5 minutes, got %d", c.WafRateLimit)
 	errs = append(errs, c.apiAccessErrors()...)

@@ -42,6 +42,12 @@ func fakeOutputs(m *mocks, typ, name string, in resource.PropertyMap) map[string
 		out["repositoryUrl"] = fmt.Sprintf("%s.dkr.ecr.%s.amazonaws.com/%s", fakeAccount, m.region, name)
 	case "aws:lb/loadBalancer:LoadBalancer":
 		out["dnsName"] = fmt.Sprintf("%s-0123456789.elb.%s.amazonaws.com", name, m.region)
+	case "aws:elasticache/replicationGroup:ReplicationGroup":
+		id := str(in, "replicationGroupId")
+		out["arn"] = fmt.Sprintf("arn:aws:elasticache:%s:%s:replicationgroup:%s", m.region, fakeAccount, id)
+		out["primaryEndpointAddress"] = fmt.Sprintf("master.%s.c0ffee.%s.cache.amazonaws.com", id, m.region)
+	case "aws:elasticache/user:User":
+		out["arn"] = fmt.Sprintf("arn:aws:elasticache:%s:%s:user:%s", m.region, fakeAccount, str(in, "userId"))
 	case "aws:rds/instance:Instance":
 		host := fmt.Sprintf("%s.c0ffee.%s.rds.amazonaws.com", name, m.region)
 		out["address"], out["endpoint"], out["port"] = host, host+":5432", 5432

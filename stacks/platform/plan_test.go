@@ -59,7 +59,8 @@ func stackConfig(t *testing.T, stack string) Config {
 		DbMultiAz: get("dbMultiAz") == "true", DbDeletionProtection: get("dbDeletionProtection") == "true",
 		OrdersThrottleRate: atoi("ordersThrottleRate"), OrdersThrottleBurst: atoi("ordersThrottleBurst"), EcrKeepImages: atoi("ecrKeepImages"),
 		EnableWaf: get("enableWaf") == "true", LogRetentionDays: atoi("logRetentionDays"), DbBackupRetentionDays: atoi("dbBackupRetentionDays"),
-		Region: raw["aws:region"], ClusterVersion: get("clusterVersion")}
+		Region: raw["aws:region"], ClusterVersion: get("clusterVersion"), ApiThrottleRate: atoi("apiThrottleRate"), ApiThrottleBurst: atoi("apiThrottleBurst"),
+		LoginPerMinute: atoi("loginPerMinute"), LoginBurst: atoi("loginBurst"), SignupPerMinute: atoi("signupPerMinute"), SignupBurst: atoi("signupBurst")}
 }
 
 // one returns the single resource of typ, failing otherwise.
@@ -201,6 +202,9 @@ func TestInventory(t *testing.T) {
 			"kubernetes:networking.k8s.io/v1:NetworkPolicy":      2 + len(Services),
 			"kubernetes:security.istio.io/v1:PeerAuthentication": 2, "kubernetes:elbv2.k8s.aws/v1beta1:TargetGroupBinding": 1,
 			"kubernetes:autoscaling/v2:HorizontalPodAutoscaler": scaled, "kubernetes:policy/v1:PodDisruptionBudget": scaled,
+			"kubernetes:core/v1:ConfigMap": len(Services) + 1, // and the gateway's route table
+			"shopmesh:cache:Cache":         1, "aws:elasticache/replicationGroup:ReplicationGroup": 1, "aws:elasticache/user:User": 1,
+			"aws:elasticache/userGroup:UserGroup": 1, "aws:elasticache/subnetGroup:SubnetGroup": 1,
 		} {
 			want[typ] = n
 		}
@@ -412,8 +416,9 @@ func TestConfigValidation(t *testing.T) {
 	good := Config{Project: "shopmesh", Stack: "dev", Environment: "dev", VpcCidr: "10.0.0.0/16", AzCount: 2, NodeInstanceTypes: []string{"t3.large"},
 		KubeApiAccess: "tunnel", ApiTunnelPort: 8443, GithubRepository: "acme/shop", GithubOidcProvider: "create", Workloads: true,
 		NodeMinSize: 1, NodeDesiredSize: 1, NodeMaxSize: 2, ImageTag: "0.1.0", Replicas: 1, EcrKeepImages: 5,
-		DbInstanceClass: "db.t4g.micro", DbAllocatedStorage: 20, DbBackupRetentionDays: 1, ApiThrottleRate: 1,
-		ApiThrottleBurst: 1, OrdersThrottleRate: 1, OrdersThrottleBurst: 1, LogRetentionDays: 7}
+		DbInstanceClass: "db.t4g.micro", DbAllocatedStorage: 20, CacheNodeType: "cache.t4g.micro", DbBackupRetentionDays: 1, ApiThrottleRate: 1,
+		ApiThrottleBurst: 1, OrdersThrottleRate: 1, OrdersThrottleBurst: 1, LoginPerMinute: 1, LoginBurst: 1, SignupPerMinute: 1, SignupBurst: 1,
+		LogRetentionDays: 7}
 	if err := good.Validate(); err != nil {
 		t.Fatalf("valid config refused: %v", err)
 	}

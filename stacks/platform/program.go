@@ -47,6 +47,10 @@ func Program(ctx *pulumi.Context) (map[string]pulumi.Input, error) {
 	if err != nil {
 		return nil, err
 	}
+	cache, err := NewCache(ctx, "cache", CacheArgs{Config: cfg, Network: network, ClientSecurityGroupID: cluster.SecurityGroupID})
+	if err != nil {
+		return nil, err
+	}
 	edge, err := NewEdge(ctx, "edge", EdgeArgs{Config: cfg, Network: network, Cluster: cluster})
 	if err != nil {
 		return nil, err
@@ -70,7 +74,7 @@ func Program(ctx *pulumi.Context) (map[string]pulumi.Input, error) {
 		}
 		if _, err := NewWorkloads(ctx, "workloads", WorkloadsArgs{
 			Config: cfg, Provider: cluster.Provider, Mesh: mesh, Network: network, Cluster: cluster,
-			Registry: registry, Database: database, TargetGroupArn: edge.TargetGroupArn,
+			Registry: registry, Database: database, Cache: cache, TargetGroupArn: edge.TargetGroupArn,
 		}); err != nil {
 			return nil, err
 		}
@@ -86,6 +90,7 @@ func Program(ctx *pulumi.Context) (map[string]pulumi.Input, error) {
 	outputs["kubeconfig"] = cluster.Kubeconfig
 	outputs["repositoryUrls"] = repos
 	outputs["databaseEndpoint"] = database.Address
+	outputs["cacheEndpoint"] = cache.Address
 	outputs["apiUrl"] = edge.ApiURL
 	outputs["nlbDnsName"] = edge.NlbDNSName
 	return outputs, nil

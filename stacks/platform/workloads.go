@@ -1,7 +1,11 @@
 package platform
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"path"
 	"strconv"
+	"time"
 
 	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/ecr"
 	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/iam"
@@ -33,6 +37,7 @@ type WorkloadsArgs struct {
 	Cluster        *Cluster
 	Registry       *Registry
 	Database       *Database
+	Cache          *Cache
 	TargetGroupArn pulumi.StringOutput
 }
 
@@ -83,6 +88,26 @@ func NewWorkloads(ctx *pulumi.Context, name string, args WorkloadsArgs, opts ...
 			env["DATABASE_SECRET_ARN"] = args.Database.SecretArn
 			env["AWS_REGION"] = pulumi.String(cfg.Region)
 		}
+		var err error
+		var routes *routeTable
+		if svc == "gateway" {
+			routes, err = gatewayRouteTable(ctx, cfg, ns, meta, labels, k8s)
+			if err != nil {
+				return nil, err
+			}
+			env["ROUTES_FILE"] = pulumi.String(RoutesFile)
+			// One rate limit across every replica: the Valkey cache, over TLS, as a user that
+			// authenticates with the pod's IAM role (no password anywhere).
+			role, err := cacheClient(ctx, args, ns, svc, parent)
+			if err != nil {
+				return nil, err
+			}
+			saMeta.Annotations = pulumi.StringMap{"eks.amazonaws.com/role-arn": role.Arn}
+			env["REDIS_URL"] = pulumi.Sprintf("rediss://%s@%s:%d/0", args.Cache.UserID, args.Cache.Address, args.Cache.Port)
+			env["REDIS_AUTH"] = pulumi.String("iam")
+			env["REDIS_CACHE_NAME"] = pulumi.String(args.Cache.GroupID)
+			env["AWS_REGION"] = pulumi.String(cfg.Region)
+		}
 		sa, err := corev1.NewServiceAccount(ctx, svc, &corev1.ServiceAccountArgs{
 			Metadata: saMeta,
 			// Mesh identity comes from the token Istio mints, AWS access from the projected token
@@ -92,13 +117,14 @@ func NewWorkloads(ctx *pulumi.Context, name string, args WorkloadsArgs, opts ...
 		if err != nil {
 			return nil, err
 		}
+
 		cm, err := corev1.NewConfigMap(ctx, svc, &corev1.ConfigMapArgs{Metadata: meta(svc, labels), Data: env}, k8s...)
 		if err != nil {
 			return nil, err
 		}
 		deployment, err := appsv1.NewDeployment(ctx, svc, &appsv1.DeploymentArgs{
 			Metadata: meta(svc, labels),
-			Spec:     deploymentSpec(cfg, svc, labels, sa, cm, imageRef(ctx, cfg, args.Registry, svc, parent)),
+			Spec:     deploymentSpec(cfg, svc, labels, sa, cm, routes, imageRef(ctx, cfg, args.Registry, svc, parent)),
 		}, k8s...)
 		if err != nil {
 			return nil, err
@@ -154,6 +180,12 @@ func serviceEnv(cfg Config, ns, svc string) pulumi.StringMap {
 		// Istio's sidecars do mutual TLS and identity checks in the cluster; the services' own
 		// mTLS is for everywhere else.
 		"TLS_MODE": pulumi.String("off"),
+		// Termination: see terminationSeconds.
+		"SHUTDOWN_DRAIN":   pulumi.String(shutdownDrain.String()),
+		"SHUTDOWN_TIMEOUT": pulumi.String(shutdownTimeout.String()),
+		// The Go runtime collects harder as the heap nears the container's memory limit,
+		// instead of the kernel killing the pod (Go's GC guide: "Suggested uses").
+		"GOMEMLIMIT": pulumi.String(goMemLimit),
 	}
 	if dataServices[svc] {
 		env["DATABASE_SCHEMA"] = pulumi.String(svc)
@@ -163,10 +195,46 @@ func serviceEnv(cfg Config, ns, svc string) pulumi.StringMap {
 		env["SEED_DEMO_CATALOG"] = pulumi.String(strconv.FormatBool(!cfg.Prod()))
 	case "orders":
 		env["PRODUCTS_URL"] = pulumi.String(in("products"))
-	case "gateway":
-		env["USERS_URL"], env["PRODUCTS_URL"], env["ORDERS_URL"] = pulumi.String(in("users")), pulumi.String(in("products")), pulumi.String(in("orders"))
 	}
 	return env
+}
+
+// Termination of a pod: the kubelet runs the preStop sleep while the pod's endpoint is removed
+// from kube-proxy's rules and the mesh's sidecars, then sends SIGTERM; the service then reports
+// not ready and keeps serving for shutdownDrain (closing each keep-alive connection after its
+// response), and gives in-flight requests shutdownTimeout. Istio's sidecar gets SIGTERM when the
+// termination starts, so its drain must outlast all three; the grace period outlasts that.
+// (Kubernetes docs, "Container Lifecycle Hooks": the grace period's countdown includes the
+// preStop hook; Istio ProxyConfig: terminationDrainDuration, 5 s by default.)
+const (
+	preStopSeconds     = 5
+	shutdownDrain      = 3 * time.Second
+	shutdownTimeout    = 15 * time.Second
+	sidecarDrain       = 25 * time.Second
+	terminationSeconds = 30
+	memoryLimit        = "256Mi"
+	goMemLimit         = "230MiB" // 90 % of memoryLimit: the rest is for stacks, buffers and the binary
+)
+
+// routeTable is the gateway's route file as a ConfigMap, with the hash that rolls the gateway's
+// pods when it changes (the gateway reads it at start-up).
+type routeTable struct {
+	configMap *corev1.ConfigMap
+	hash      string
+}
+
+func gatewayRouteTable(ctx *pulumi.Context, cfg Config, ns string, meta func(string, pulumi.StringMap) *metav1.ObjectMetaArgs,
+	labels pulumi.StringMap, k8s []pulumi.ResourceOption) (*routeTable, error) {
+	data := gatewayRoutes(cfg, ns)
+	cm, err := corev1.NewConfigMap(ctx, "gateway-routes", &corev1.ConfigMapArgs{
+		Metadata: meta("gateway-routes", labels),
+		Data:     pulumi.StringMap{path.Base(RoutesFile): pulumi.String(data)},
+	}, k8s...)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256([]byte(data))
+	return &routeTable{configMap: cm, hash: hex.EncodeToString(sum[:])}, nil
 }
 
 // imageRef is the service's image at imageTag, pinned to the digest ECR holds for that tag. The
@@ -180,7 +248,7 @@ func imageRef(ctx *pulumi.Context, cfg Config, registry *Registry, svc string, p
 }
 
 func deploymentSpec(cfg Config, svc string, labels pulumi.StringMap, sa *corev1.ServiceAccount, cm *corev1.ConfigMap,
-	image pulumi.StringOutput) *appsv1.DeploymentSpecArgs {
+	routes *routeTable, image pulumi.StringOutput) *appsv1.DeploymentSpecArgs {
 	probe := func(path string, initial int) *corev1.ProbeArgs {
 		return &corev1.ProbeArgs{
 			HttpGet:             &corev1.HTTPGetActionArgs{Path: pulumi.String(path), Port: pulumi.Int(ContainerPort)},
@@ -189,6 +257,12 @@ func deploymentSpec(cfg Config, svc string, labels pulumi.StringMap, sa *corev1.
 	}
 	mounts := corev1.VolumeMountArray{corev1.VolumeMountArgs{Name: pulumi.String("tmp"), MountPath: pulumi.String("/tmp")}}
 	volumes := corev1.VolumeArray{corev1.VolumeArgs{Name: pulumi.String("tmp"), EmptyDir: &corev1.EmptyDirVolumeSourceArgs{SizeLimit: pulumi.String("64Mi")}}}
+	annotations := pulumi.StringMap{"proxy.istio.io/config": pulumi.String("terminationDrainDuration: " + sidecarDrain.String())}
+	if routes != nil {
+		mounts = append(mounts, corev1.VolumeMountArgs{Name: pulumi.String("routes"), MountPath: pulumi.String(path.Dir(RoutesFile)), ReadOnly: pulumi.Bool(true)})
+		volumes = append(volumes, corev1.VolumeArgs{Name: pulumi.String("routes"), ConfigMap: &corev1.ConfigMapVolumeSourceArgs{Name: routes.configMap.Metadata.Name()}})
+		annotations["shopmesh.io/routes-sha256"] = pulumi.String(routes.hash)
+	}
 	// With an HPA the Deployment leaves replicas unset, so that pulumi up does not undo the HPA's
 	// scaling (Kubernetes docs, "Horizontal Pod Autoscaling": migrating Deployments to autoscaling).
 	var replicas pulumi.IntPtrInput
@@ -202,11 +276,11 @@ func deploymentSpec(cfg Config, svc string, labels pulumi.StringMap, sa *corev1.
 			MaxUnavailable: pulumi.Int(0), MaxSurge: pulumi.Int(1),
 		}},
 		Template: &corev1.PodTemplateSpecArgs{
-			Metadata: &metav1.ObjectMetaArgs{Labels: labels},
+			Metadata: &metav1.ObjectMetaArgs{Labels: labels, Annotations: annotations},
 			Spec: &corev1.PodSpecArgs{
 				ServiceAccountName:            sa.Metadata.Name(),
 				AutomountServiceAccountToken:  pulumi.Bool(false),
-				TerminationGracePeriodSeconds: pulumi.Int(30),
+				TerminationGracePeriodSeconds: pulumi.Int(terminationSeconds),
 				SecurityContext: &corev1.PodSecurityContextArgs{
 					RunAsNonRoot: pulumi.Bool(true), RunAsUser: pulumi.Int(65532), RunAsGroup: pulumi.Int(65532), FsGroup: pulumi.Int(65532),
 					SeccompProfile: &corev1.SeccompProfileArgs{Type: pulumi.String("RuntimeDefault")},
@@ -224,9 +298,13 @@ func deploymentSpec(cfg Config, svc string, labels pulumi.StringMap, sa *corev1.
 					EnvFrom:         corev1.EnvFromSourceArray{corev1.EnvFromSourceArgs{ConfigMapRef: &corev1.ConfigMapEnvSourceArgs{Name: cm.Metadata.Name()}}},
 					LivenessProbe:   probe("/healthz", 5),
 					ReadinessProbe:  probe("/readyz", 2),
+					// The kubelet's own sleep: the distroless image has no shell or sleep binary.
+					Lifecycle: &corev1.LifecycleArgs{PreStop: &corev1.LifecycleHandlerArgs{
+						Sleep: &corev1.SleepActionArgs{Seconds: pulumi.Int(preStopSeconds)},
+					}},
 					Resources: &corev1.ResourceRequirementsArgs{
 						Requests: pulumi.StringMap{"cpu": pulumi.String("100m"), "memory": pulumi.String("128Mi")},
-						Limits:   pulumi.StringMap{"cpu": pulumi.String("1"), "memory": pulumi.String("256Mi")},
+						Limits:   pulumi.StringMap{"cpu": pulumi.String("1"), "memory": pulumi.String(memoryLimit)},
 					},
 					SecurityContext: &corev1.SecurityContextArgs{
 						AllowPrivilegeEscalation: pulumi.Bool(false),
@@ -342,6 +420,11 @@ func networkPolicies(ctx *pulumi.Context, cfg Config, ns string, network *Networ
 				networkingv1.NetworkPolicyEgressRuleArgs{To: vpc, Ports: networkingv1.NetworkPolicyPortArray{port(5432, "TCP")}},
 				networkingv1.NetworkPolicyEgressRuleArgs{To: awsAPIs, Ports: networkingv1.NetworkPolicyPortArray{port(443, "TCP")}})
 		}
+		if svc == "gateway" { // the rate-limit cache, and STS for its IAM role
+			egress = append(egress,
+				networkingv1.NetworkPolicyEgressRuleArgs{To: vpc, Ports: networkingv1.NetworkPolicyPortArray{port(CachePort, "TCP")}},
+				networkingv1.NetworkPolicyEgressRuleArgs{To: awsAPIs, Ports: networkingv1.NetworkPolicyPortArray{port(443, "TCP")}})
+		}
 		policies["allow-"+svc] = &networkingv1.NetworkPolicySpecArgs{PodSelector: app(svc), PolicyTypes: both, Ingress: ingress, Egress: egress}
 	}
 	for _, name := range sortedKeys(policies) {
@@ -417,6 +500,18 @@ func loadBalancerController(ctx *pulumi.Context, args WorkloadsArgs, gateway *co
 
 // databaseReader is the IRSA role of a data service: it may read the database's master user
 // secret and nothing else.
+// cacheClient is the gateway's IRSA role: elasticache:Connect to the rate-limit cache as its
+// user (ElastiCache guide, "Authenticating with IAM": the action on both the cache and the user).
+func cacheClient(ctx *pulumi.Context, args WorkloadsArgs, ns, svc string, parent pulumi.ResourceOrInvokeOption) (*iam.Role, error) {
+	return args.Cluster.ServiceAccountRole(ctx, svc+"-cache", ns, svc, args.Config, iam.GetPolicyDocumentStatementArray{
+		iam.GetPolicyDocumentStatementArgs{
+			Sid:       pulumi.String("ConnectToRateLimitCache"),
+			Actions:   pulumi.ToStringArray([]string{"elasticache:Connect"}),
+			Resources: pulumi.StringArray{args.Cache.GroupArn, args.Cache.UserArn},
+		},
+	}, parent)
+}
+
 func databaseReader(ctx *pulumi.Context, args WorkloadsArgs, ns, svc string, parent pulumi.ResourceOrInvokeOption) (*iam.Role, error) {
 	return args.Cluster.ServiceAccountRole(ctx, svc+"-db", ns, svc, args.Config, iam.GetPolicyDocumentStatementArray{
 		iam.GetPolicyDocumentStatementArgs{
