@@ -29,7 +29,9 @@ func gatewayRoutes(cfg Config, ns string) string {
 		RateLimit string     `yaml:"rate_limit,omitempty"`
 		Upstreams []upstream `yaml:"upstreams"`
 	}
-	in := func(svc string) []upstream { return []upstream{{URL: "http://" + svc + "." + ns + ".svc.cluster.local"}} }
+	in := func(svc string) []upstream {
+		return []upstream{{URL: "http://" + svc + "." + ns + ".svc.cluster.local"}}
+	}
 	table := struct {
 		RateLimits map[string]limit `yaml:"rate_limits"`
 		Routes     []route          `yaml:"routes"`
