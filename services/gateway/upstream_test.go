@@ -113,14 +113,15 @@ func TestUpstreamTransportSendsBodiesAndReusesTheConnection(t *testing.T) {
 }
 
 func TestUpstreamTransportReusesTLSConnections(t *testing.T) {
-	s := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
-	t.Cleanup(s.Close)
+	s := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
 	var conns atomic.Int64
 	s.Config.ConnState = func(_ net.Conn, st http.ConnState) {
 		if st == http.StateNew {
 			conns.Add(1)
 		}
 	}
+	s.StartTLS()
+	t.Cleanup(s.Close)
 	std := s.Client().Transport.(*http.Transport).Clone()
 	std.MaxIdleConnsPerHost = 8
 	tr := newUpstreamTransport(std)

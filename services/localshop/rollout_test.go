@@ -224,7 +224,7 @@ routes:
 	steady()
 	old.terminate(t)
 	steady()
-	old = startUsers(t, addrs[0]) // and back again: the other direction
+	startUsers(t, addrs[0]) // and back again: the other direction (stopped by the test's cleanup)
 	svc.waitReady(t, 0, true)
 	steady()
 	next.terminate(t)
