@@ -22,31 +22,16 @@ import (
 // readThenCloseUpstream reads each request in full and closes the connection without an
 // answer: the request reached the upstream, so it must never be sent again.
 func readThenCloseUpstream(t *testing.T) (string, *atomic.Int32) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var n atomic.Int32
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				req, err := http.ReadRequest(bufio.NewReader(c))
-				if err != nil {
-					return
-				}
-				_, _ = io.Copy(io.Discard, req.Body)
-				n.Add(1)
-			}()
+	return tcpUpstream(t, func(c net.Conn) {
+		defer c.Close()
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
 		}
-	}()
-	t.Cleanup(func() { ln.Close() })
-	return "http://" + ln.Addr().String(), &n
+		_, _ = io.Copy(io.Discard, req.Body)
+		n.Add(1)
+	}), &n
 }
 
 func TestNoRetryOnceTheRequestReachedTheUpstream(t *testing.T) {

@@ -238,24 +238,29 @@ func TestLoginAndSignupAreLimitedPerAddress(t *testing.T) {
 
 // flakyUpstream accepts connections and closes them at once, counting attempts.
 func flakyUpstream(t *testing.T) (string, *atomic.Int32) {
+	var n atomic.Int32
+	return tcpUpstream(t, func(c net.Conn) { n.Add(1); c.Close() }), &n
+}
+
+// tcpUpstream serves each accepted connection with handle, in its own goroutine, until the
+// test ends; it returns the upstream's URL.
+func tcpUpstream(t *testing.T, handle func(net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var n atomic.Int32
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			n.Add(1)
-			c.Close()
+			go handle(c)
 		}
 	}()
 	t.Cleanup(func() { ln.Close() })
-	return "http://" + ln.Addr().String(), &n
+	return "http://" + ln.Addr().String()
 }
 
 func TestUpstreamFailures(t *testing.T) {

@@ -137,16 +137,16 @@ func validEmail(s string) bool {
 
 // Register creates a user with roles.
 func (s *Service) Register(ctx context.Context, r Registration, roles ...string) (User, error) {
-	err := r.Validate()
-	if err != nil {
+	if err := r.Validate(); err != nil {
 		return User{}, err
 	}
 	var hash string
-	if err := s.gate.run(ctx, func() { hash, err = hashPassword(r.Password) }); err != nil {
+	var hashErr error
+	if err := s.gate.run(ctx, func() { hash, hashErr = hashPassword(r.Password) }); err != nil {
 		return User{}, err
 	}
-	if err != nil {
-		return User{}, fmt.Errorf("hash password: %w", err)
+	if hashErr != nil {
+		return User{}, fmt.Errorf("hash password: %w", hashErr)
 	}
 	u := User{
 		ID:           uuid.New(),
@@ -190,11 +190,12 @@ func (s *Service) Login(ctx context.Context, email, password string) (Token, err
 		return Token{}, fmt.Errorf("login: %w", err)
 	}
 	var ok bool
-	if err := s.gate.run(ctx, func() { ok, err = checkPassword(hash, password) }); err != nil {
+	var checkErr error
+	if err := s.gate.run(ctx, func() { ok, checkErr = checkPassword(hash, password) }); err != nil {
 		return Token{}, err
 	}
-	if err != nil {
-		return Token{}, fmt.Errorf("login: %w", err)
+	if checkErr != nil {
+		return Token{}, fmt.Errorf("login: %w", checkErr)
 	}
 	if !ok || u.ID == uuid.Nil {
 		if _, err := s.store.RecordLoginFailure(ctx, key, now, s.login); err != nil {
