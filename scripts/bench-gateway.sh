@@ -57,8 +57,14 @@ routes:
 ROUTES
 HTTP_ADDR=127.0.0.1:9003 LOG_LEVEL=warn ROUTES_FILE="$work/routes.yaml" \
   JWKS_URL=http://127.0.0.1:9004/.well-known/jwks.json "$work/gateway" >/dev/null & pids+=($!)
+# The same gateway with tracing on: 1 % of requests sampled, spans exported over OTLP/HTTP to the
+# trivial upstream, which accepts anything (the exporter's complaints about its answer go to
+# /dev/null with the rest of the log).
+HTTP_ADDR=127.0.0.1:9006 LOG_LEVEL=warn ROUTES_FILE="$work/routes.yaml" \
+  JWKS_URL=http://127.0.0.1:9004/.well-known/jwks.json OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:9001 \
+  OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.01 "$work/gateway" >/dev/null 2>&1 & pids+=($!)
 
-wait_for http://127.0.0.1:9001/ ; wait_for http://127.0.0.1:9002/ ; wait_for http://127.0.0.1:9005/ ; wait_for http://127.0.0.1:9003/healthz ; wait_for http://127.0.0.1:9004/healthz
+wait_for http://127.0.0.1:9001/ ; wait_for http://127.0.0.1:9002/ ; wait_for http://127.0.0.1:9005/ ; wait_for http://127.0.0.1:9003/healthz ; wait_for http://127.0.0.1:9006/healthz ; wait_for http://127.0.0.1:9004/healthz
 curl -fsS -o /dev/null -X POST http://127.0.0.1:9004/users -H 'Content-Type: application/json' \
   -d '{"email":"bench@example.com","password":"bench-password","name":"Bench"}'
 token=$(curl -fsS -X POST http://127.0.0.1:9004/users/login -H 'Content-Type: application/json' \
@@ -85,7 +91,7 @@ echo
 echo "throughput: wrk -t$THREADS -c$CONNS -d$DURATION, 127.0.0.1, $(nproc) cores shared by load and servers"
 echo "(the machine's speed drifts between runs: the targets alternate and ratios are taken per round)"
 printf '%-10s %12s %10s %10s %10s\n' target req/s p50 p99 non-2xx
-gn="" gd="" pn=""
+gn="" gd="" pn="" tg=""
 # rps_<target> are set by wrk_run through eval.
 # shellcheck disable=SC2154
 for _ in $(seq 1 "$ROUNDS"); do
@@ -93,6 +99,8 @@ for _ in $(seq 1 "$ROUNDS"); do
   wrk_run nginx   http://127.0.0.1:9002/bench/x
   wrk_run gateway http://127.0.0.1:9003/bench/x "$auth"
   wrk_run plain   http://127.0.0.1:9005/bench/x
+  wrk_run traced  http://127.0.0.1:9006/bench/x "$auth"
+  tg="$tg $(awk -v t="$rps_traced" -v g="$rps_gateway" 'BEGIN {printf "%.3f", t/g}')"
   gn="$gn $(awk -v g="$rps_gateway" -v n="$rps_nginx" 'BEGIN {printf "%.3f", g/n}')"
   gd="$gd $(awk -v g="$rps_gateway" -v d="$rps_direct" 'BEGIN {printf "%.3f", g/d}')"
   pn="$pn $(awk -v p="$rps_plain" -v n="$rps_nginx" 'BEGIN {printf "%.3f", p/n}')"
@@ -101,10 +109,12 @@ echo
 echo "gateway/nginx  per round:$gn   median $(echo "$gn" | median)   (target >= 0.80)"
 echo "gateway/direct per round:$gd   median $(echo "$gd" | median)"
 echo "plain/nginx    per round:$pn   median $(echo "$pn" | median)   (a bare httputil.ReverseProxy, for scale)"
+echo "traced/gateway per round:$tg   median $(echo "$tg" | median)   (tracing on, 1 % sampled, against off)"
 echo
 echo "latency at a fixed $RATE req/s (open loop, bench/load, ${DURATION})"
-for t in direct nginx gateway; do
-  case $t in direct) url=http://127.0.0.1:9001/bench/x ;; nginx) url=http://127.0.0.1:9002/bench/x ;; gateway) url=http://127.0.0.1:9003/bench/x ;; esac
+for t in direct nginx gateway traced; do
+  case $t in direct) url=http://127.0.0.1:9001/bench/x ;; nginx) url=http://127.0.0.1:9002/bench/x ;; gateway) url=http://127.0.0.1:9003/bench/x ;;
+    traced) url=http://127.0.0.1:9006/bench/x ;; esac
   printf '%-10s ' "$t"; "$work/load" --url "$url" --rate "$RATE" --duration "$DURATION" --header "$auth"
 done
 

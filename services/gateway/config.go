@@ -38,7 +38,7 @@ type Config struct {
 func LoadConfig(getenv func(string) string) (Config, error) {
 	r := envconf.New(getenv)
 	c := Config{
-		HTTP:            web.ReadConfig(r, ":8080"),
+		HTTP:            web.ReadConfig(r, "gateway", ":8080"),
 		TLS:             mtls.ReadConfig(r, nil, ""),
 		Auth:            jwtauth.ReadVerifyConfig(r),
 		RoutesFile:      r.String("ROUTES_FILE", ""),

@@ -11,7 +11,9 @@ import (
 
 	"github.com/go-redis/redis_rate/v10"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/extra/redisotel/v9"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // RedisLimiter shares one limit across every gateway replica: GCRA in Redis (redis_rate), one
@@ -64,6 +66,11 @@ func newRedisLimiter(url string, iam *iamAuth, failOpen bool, fallback Limiter, 
 	}
 	reg.MustRegister(l.fallbacks)
 	return l, nil
+}
+
+// instrument adds a client span to every Redis command (go-redis's OpenTelemetry hook).
+func (l *RedisLimiter) instrument(tp trace.TracerProvider) error {
+	return redisotel.InstrumentTracing(l.client, redisotel.WithTracerProvider(tp))
 }
 
 // Ping checks that Redis answers, for readiness.

@@ -12,6 +12,9 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/shopmesh/shopmesh/services/internal/testenv"
 	"github.com/shopmesh/shopmesh/services/internal/webtest"
@@ -121,4 +124,33 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestRedisCommandsAreTraced: with the go-redis OpenTelemetry hook on, the limiter's Redis call
+// is a client span under the request's span.
+func TestRedisCommandsAreTraced(t *testing.T) {
+	l, err := NewRedisLimiter(redisURL(t), false, nil, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	recorder := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(recorder))
+	if err := l.instrument(tp); err != nil {
+		t.Fatal(err)
+	}
+	ctx, parent := tp.Tracer("test").Start(context.Background(), "request")
+	if _, err := l.Allow(ctx, "traced|"+uuid.NewString(), RateLimit{Rate: 1, Burst: 1}); err != nil {
+		t.Fatal(err)
+	}
+	parent.End()
+	found := false
+	for _, s := range recorder.Ended() {
+		if s.Parent().SpanID() == parent.SpanContext().SpanID() && s.SpanKind() == trace.SpanKindClient {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no Redis client span under the request's span among %d spans", len(recorder.Ended()))
+	}
 }

@@ -9,6 +9,8 @@ type metrics struct {
 	upstreamErrors  *prometheus.CounterVec
 	upstreamLatency *prometheus.HistogramVec
 	upstreamRetries *prometheus.CounterVec
+	decisions       *prometheus.CounterVec
+	upstreamUp      *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -30,7 +32,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "gateway_upstream_retries_total",
 			Help: "Requests that never reached their upstream, by upstream address and outcome: retried, or budget_exhausted (answered 502).",
 		}, []string{"upstream", "outcome"}),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_rate_limit_decisions_total",
+			Help: "Rate-limit checks by route and decision: allowed, limited (429), or unavailable (the limiter failed; 503).",
+		}, []string{"route", "decision"}),
+		upstreamUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "gateway_upstream_up",
+			Help: "1 when the last request to this upstream address got an answer, 0 when it could not be sent or got none.",
+		}, []string{"upstream"}),
 	}
-	reg.MustRegister(m.rateLimited, m.authFailures, m.upstreamErrors, m.upstreamLatency, m.upstreamRetries)
+	reg.MustRegister(m.rateLimited, m.authFailures, m.upstreamErrors, m.upstreamLatency, m.upstreamRetries, m.decisions, m.upstreamUp)
 	return m
 }

@@ -2,8 +2,6 @@ package gateway
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -66,8 +64,10 @@ func (g *Gateway) handle(c echo.Context) error {
 	req := c.Request()
 	route := g.table.Match(req.Method, req.URL.Path)
 	if route == nil {
+		c.Set(web.RouteKey, "unmatched")
 		return fault.New(fault.ErrNotFound, fmt.Sprintf("no route for %s %s", req.Method, req.URL.Path))
 	}
+	c.Set(web.RouteKey, route.Name) // metrics, logs and spans by route name, not echo's "/*"
 	for _, h := range identityHeaders {
 		req.Header.Del(h)
 	}
@@ -125,12 +125,16 @@ func (g *Gateway) limit(c echo.Context, route *Route, claims *jwtauth.Claims) er
 	}
 	d, err := g.limiter.Allow(c.Request().Context(), route.RateLimit+"|"+key, policy)
 	if err != nil {
+		g.metrics.decisions.WithLabelValues(route.Name, "unavailable").Inc()
 		return fault.New(fault.ErrUnavailable, "the rate limiter is unavailable; retry later")
 	}
 	h := c.Response().Header()
 	h.Set("RateLimit-Policy", g.policyHdr[route.RateLimit])
 	h.Set("RateLimit", fmt.Sprintf("%q;r=%d;t=%d", route.RateLimit, d.Remaining, ceilSeconds(d.Reset)))
-	if !d.Allowed {
+	if d.Allowed {
+		g.metrics.decisions.WithLabelValues(route.Name, "allowed").Inc()
+	} else {
+		g.metrics.decisions.WithLabelValues(route.Name, "limited").Inc()
 		g.metrics.rateLimited.WithLabelValues(route.Name).Inc()
 		h.Set("Retry-After", strconv.Itoa(max(1, ceilSeconds(d.RetryAfter))))
 		return echo.NewHTTPError(http.StatusTooManyRequests,
@@ -184,8 +188,7 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 		pr.Out.Header.Set(HeaderUserID, f.claims.Subject)
 		pr.Out.Header.Set(HeaderUserRoles, strings.Join(f.claims.Roles, ","))
 	}
-	pr.Out.Header.Set(echo.HeaderXRequestID, f.requestID)
-	pr.Out.Header.Set("Traceparent", childTraceparent(pr.In.Header.Get("Traceparent")))
+	pr.Out.Header.Set(echo.HeaderXRequestID, f.requestID) // the trace context is the transport's
 }
 
 func (g *Gateway) modifyResponse(resp *http.Response) error {
@@ -244,28 +247,6 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	}
 	g.logger.Warn("upstream failed", "route", name, "error", err)
 	web.WriteProblem(w, r, http.StatusBadGateway, "the upstream of route "+name+" is unavailable; retry later")
-}
-
-// childTraceparent continues the caller's W3C trace with a new span id, or starts a trace.
-func childTraceparent(in string) string {
-	parts := strings.Split(in, "-")
-	span := randomHex(8)
-	if len(parts) == 4 && parts[0] == "00" && len(parts[1]) == 32 && len(parts[2]) == 16 && len(parts[3]) == 2 &&
-		isHex(parts[1]) && isHex(parts[3]) && parts[1] != strings.Repeat("0", 32) {
-		return "00-" + parts[1] + "-" + span + "-" + parts[3]
-	}
-	return "00-" + randomHex(16) + "-" + span + "-01"
-}
-
-func isHex(s string) bool {
-	_, err := hex.DecodeString(s)
-	return err == nil && strings.ToLower(s) == s
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 // tokenCache remembers verified tokens until they expire. It is bounded: when full, it starts

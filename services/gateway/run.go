@@ -96,6 +96,10 @@ func NewServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Serve
 		if err != nil {
 			return nil, nil, err
 		}
+		if err := rl.instrument(srv.Tracing.Provider); err != nil {
+			_ = rl.Close()
+			return nil, nil, err
+		}
 		limiter = rl
 		prev := release
 		release = func() { prev(); _ = rl.Close() }
@@ -106,7 +110,7 @@ func NewServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Serve
 	}
 	g := &Gateway{
 		table:     table,
-		verifier:  cfg.Auth.NewRemoteVerifier(&http.Client{Timeout: 5 * time.Second, Transport: jwks}),
+		verifier:  cfg.Auth.NewRemoteVerifier(&http.Client{Timeout: 5 * time.Second, Transport: srv.Tracing.Transport(jwks, "users")}),
 		limiter:   limiter,
 		apiKey:    cfg.APIKeyHeader,
 		metrics:   newMetrics(srv.Registry),
@@ -116,13 +120,23 @@ func NewServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Serve
 		policyHdr: map[string]string{},
 	}
 	upstreams.onRetry = func(upstream, outcome string) { g.metrics.upstreamRetries.WithLabelValues(upstream, outcome).Inc() }
+	upstreams.health = func(upstream string) func(bool) {
+		gauge := g.metrics.upstreamUp.WithLabelValues(upstream)
+		return func(answered bool) {
+			if answered {
+				gauge.Set(1)
+			} else {
+				gauge.Set(0)
+			}
+		}
+	}
 	for name, p := range table.RateLimits {
 		// draft-ietf-httpapi-ratelimit-headers: quota per 1 s window; burst is our extension.
 		g.policyHdr[name] = fmt.Sprintf("%q;q=%g;w=1;burst=%d", name, p.Rate, p.Burst)
 	}
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite:        g.rewrite,
-		Transport:      upstreams,
+		Transport:      srv.Tracing.ProxyTransport(upstreams, ""),
 		ModifyResponse: g.modifyResponse,
 		ErrorHandler:   g.proxyError,
 		BufferPool:     newBufferPool(),

@@ -358,3 +358,43 @@ func TestMTLSConfigNeedsHTTPSUpstreams(t *testing.T) {
 		t.Errorf("error %q names ORDERS_URL, which is https", err)
 	}
 }
+
+// TestGatewayMetrics: requests are counted by route name (not echo's catch-all), rate-limit
+// decisions by route and decision, and each upstream address's health.
+func TestGatewayMetrics(t *testing.T) {
+	up := echoUpstream(t, "api")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close() // nothing listens there: every dial is refused
+	f := startGateway(t, fmt.Sprintf(`
+rate_limits:
+  tight: {rate: 0.001, burst: 1}
+routes:
+  - {name: api, prefix: /api, rate_limit: tight, upstreams: [{url: %s}]}
+  - {name: gone, prefix: /gone, upstreams: [{url: http://%s}]}
+`, up.URL, dead), nil)
+	webtest.Do(t, "GET", f.url+"/api/1", nil)
+	webtest.Do(t, "GET", f.url+"/api/2", nil)
+	webtest.Do(t, "GET", f.url+"/gone", nil)
+	webtest.Do(t, "GET", f.url+"/nowhere", nil)
+	m := string(webtest.Do(t, "GET", f.url+"/metrics", nil).Body)
+	upstream := strings.TrimPrefix(up.URL, "http://")
+	for _, want := range []string{
+		`http_requests_total{method="GET",route="api",status="200"} 1`,
+		`http_requests_total{method="GET",route="api",status="429"} 1`,
+		`http_requests_total{method="GET",route="gone",status="502"} 1`,
+		`http_requests_total{method="GET",route="unmatched",status="404"} 1`,
+		`gateway_rate_limit_decisions_total{decision="allowed",route="api"} 1`,
+		`gateway_rate_limit_decisions_total{decision="limited",route="api"} 1`,
+		`gateway_upstream_up{upstream="` + upstream + `"} 1`,
+		`gateway_upstream_up{upstream="` + dead + `"} 0`,
+		`gateway_upstream_retries_total{outcome="retried",upstream="` + dead + `"} 1`,
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}

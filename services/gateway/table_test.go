@@ -143,20 +143,6 @@ func TestCanaryWeights(t *testing.T) {
 	}
 }
 
-func TestTraceparent(t *testing.T) {
-	in := "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-	out := childTraceparent(in)
-	parts := strings.Split(out, "-")
-	if len(parts) != 4 || parts[1] != "4bf92f3577b34da6a3ce929d0e0e4736" || parts[2] == "00f067aa0ba902b7" || parts[3] != "01" {
-		t.Errorf("child of %s = %s, want the same trace with a new span", in, out)
-	}
-	for _, bad := range []string{"", "garbage", "00-00000000000000000000000000000000-00f067aa0ba902b7-01", "00-XYZ-1-01"} {
-		if got := childTraceparent(bad); len(got) != 55 || strings.Contains(got, "XYZ") {
-			t.Errorf("childTraceparent(%q) = %q, want a fresh trace", bad, got)
-		}
-	}
-}
-
 func TestUpstreamPeers(t *testing.T) {
 	resolve := func(s string) (pki.ID, error) { return pki.ID{Namespace: "shop", Service: s}, nil }
 	def := DefaultTable("https://127.0.0.1:9001", "https://products.shop", "http://orders", DefaultLoginLimit, DefaultSignupLimit)

@@ -32,11 +32,19 @@ type upstreamTransport struct {
 	idleTimeout   time.Duration
 	maxIdle       int                            // per upstream address
 	onRetry       func(upstream, outcome string) // "retried" or "budget_exhausted"
-	now           func() time.Time
+	// health returns the function told, after each request to upstream, whether it answered.
+	health func(upstream string) func(answered bool)
+	now    func() time.Time
 
-	mu      sync.Mutex
-	idle    map[string][]*upstreamConn
-	budgets map[string]*retryBudget
+	mu        sync.Mutex
+	idle      map[string][]*upstreamConn
+	upstreams map[string]*upstreamState
+}
+
+// upstreamState is what the transport keeps per upstream address.
+type upstreamState struct {
+	budget *retryBudget
+	up     func(answered bool)
 }
 
 type upstreamConn struct {
@@ -57,7 +65,7 @@ func (c *upstreamConn) Write(p []byte) (int, error) {
 func newUpstreamTransport(std *http.Transport) *upstreamTransport {
 	t := &upstreamTransport{std: std, dial: std.DialContext, dialTLS: std.DialTLSContext, headerTimeout: std.ResponseHeaderTimeout,
 		idleTimeout: 30 * time.Second, maxIdle: std.MaxIdleConnsPerHost, onRetry: func(string, string) {}, now: time.Now,
-		idle: map[string][]*upstreamConn{}, budgets: map[string]*retryBudget{}}
+		health: func(string) func(bool) { return func(bool) {} }, idle: map[string][]*upstreamConn{}, upstreams: map[string]*upstreamState{}}
 	if t.dial == nil {
 		t.dial = (&net.Dialer{Timeout: 2 * time.Second}).DialContext
 	}
@@ -98,18 +106,22 @@ func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	}
 	addr := hostPort(req.URL.Scheme, req.URL.Host)
 	key := req.URL.Scheme + "://" + addr
-	budget := t.budget(key)
-	budget.deposit(t.now())
+	state := t.state(key, addr)
+	state.budget.deposit(t.now())
 	for retried := false; ; retried = true {
 		resp, err := t.try(req, key, addr)
 		if err == nil {
+			state.up(true)
 			return resp, nil
+		}
+		if req.Context().Err() == nil { // a client that left says nothing about the upstream
+			state.up(false)
 		}
 		var ns notSent
 		if retried || !errors.As(err, &ns) || req.Context().Err() != nil {
 			return nil, err
 		}
-		if !budget.withdraw(t.now()) {
+		if !state.budget.withdraw(t.now()) {
 			t.onRetry(addr, "budget_exhausted")
 			return nil, err
 		}
@@ -307,15 +319,15 @@ func (t *upstreamTransport) release(key string, pc *upstreamConn) {
 	}
 }
 
-func (t *upstreamTransport) budget(key string) *retryBudget {
+func (t *upstreamTransport) state(key, addr string) *upstreamState {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	b := t.budgets[key]
-	if b == nil {
-		b = newRetryBudget(t.now())
-		t.budgets[key] = b
+	st := t.upstreams[key]
+	if st == nil {
+		st = &upstreamState{budget: newRetryBudget(t.now()), up: t.health(addr)}
+		t.upstreams[key] = st
 	}
-	return b
+	return st
 }
 
 // CloseIdleConnections closes every pooled connection, both transports'.

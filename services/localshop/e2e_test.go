@@ -43,6 +43,7 @@ func (l *lockedBuffer) String() string {
 type shop struct {
 	users, products, orders, gateway string
 	layout                           Layout
+	logs                             *lockedBuffer // every service's log lines
 }
 
 // startShop runs `shopmesh run` on free loopback ports until the test ends, and checks that
@@ -79,7 +80,7 @@ func startShop(t *testing.T, env map[string]string) shop {
 			t.Error("shopmesh run did not stop within 10s of cancel")
 		}
 	})
-	s := shop{layout.URL(layout.Users), layout.URL(layout.Products), layout.URL(layout.Orders), "http://" + layout.Gateway.Addr, layout}
+	s := shop{layout.URL(layout.Users), layout.URL(layout.Products), layout.URL(layout.Orders), "http://" + layout.Gateway.Addr, layout, logs}
 	for _, e := range append(layout.Services(), layout.Gateway) {
 		waitReady(t, layout.ProbeURL(e), done, logs)
 	}

@@ -26,7 +26,7 @@ type Config struct {
 func LoadConfig(getenv func(string) string) (Config, error) {
 	r := envconf.New(getenv)
 	c := Config{
-		HTTP:            web.ReadConfig(r, ":8083"),
+		HTTP:            web.ReadConfig(r, "orders", ":8083"),
 		TLS:             mtls.ReadConfig(r, pki.AllowedCallers("orders"), ":9083"),
 		Auth:            jwtauth.ReadVerifyConfig(r),
 		Database:        pgdb.ReadConfig(r, "orders"),

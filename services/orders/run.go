@@ -37,11 +37,12 @@ func NewServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Serve
 		return nil, nil, err
 	}
 	store, closeStore, err := pgdb.OpenStore(ctx, cfg.Database, Migrations(), srv, logger,
-		func() Store { return NewMemoryStore() }, func(p *pgxpool.Pool) Store { return NewPostgresStore(p) })
+		func() Store { return NewMemoryStore() }, func(p *pgxpool.Pool) Store { return NewPostgresStore(p) },
+		pgdb.WithTracing(srv.Tracing.Provider), pgdb.WithPoolMetrics(srv.Registry))
 	if err != nil {
 		return nil, nil, err
 	}
-	products := NewProductsClient(cfg.ProductsURL, &http.Client{Timeout: cfg.ProductsTimeout, Transport: transport})
+	products := NewProductsClient(cfg.ProductsURL, &http.Client{Timeout: cfg.ProductsTimeout, Transport: srv.Tracing.Transport(transport, "products")})
 	srv.AddReadinessCheck("products", products.Ping)
 	// Connections dialled but never used count as busy in the peer's graceful shutdown for
 	// 5 s; close them when orders stops so that products can stop promptly too.
@@ -49,7 +50,7 @@ func NewServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Serve
 
 	// A claim is stale once no request holding it can still be running.
 	svc := NewService(store, products, logger, 2*cfg.HTTP.RequestTimeout+cfg.ProductsTimeout)
-	verifier := cfg.Auth.NewRemoteVerifier(&http.Client{Timeout: 5 * time.Second, Transport: jwks})
+	verifier := cfg.Auth.NewRemoteVerifier(&http.Client{Timeout: 5 * time.Second, Transport: srv.Tracing.Transport(jwks, "users")})
 	addRoutes(srv.Echo, svc, verifier)
 	return srv, closeFn, nil
 }

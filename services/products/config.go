@@ -22,7 +22,7 @@ type Config struct {
 func LoadConfig(getenv func(string) string) (Config, error) {
 	r := envconf.New(getenv)
 	c := Config{
-		HTTP:     web.ReadConfig(r, ":8082"),
+		HTTP:     web.ReadConfig(r, "products", ":8082"),
 		TLS:      mtls.ReadConfig(r, pki.AllowedCallers("products"), ":9082"),
 		Auth:     jwtauth.ReadVerifyConfig(r),
 		Database: pgdb.ReadConfig(r, "products"),

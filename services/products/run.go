@@ -30,7 +30,8 @@ func NewServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Serve
 		return nil, nil, err
 	}
 	store, closeFn, err := pgdb.OpenStore(ctx, cfg.Database, Migrations(), srv, logger,
-		func() Store { return NewMemoryStore() }, func(p *pgxpool.Pool) Store { return NewPostgresStore(p) })
+		func() Store { return NewMemoryStore() }, func(p *pgxpool.Pool) Store { return NewPostgresStore(p) },
+		pgdb.WithTracing(srv.Tracing.Provider), pgdb.WithPoolMetrics(srv.Registry))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -42,7 +43,7 @@ func NewServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Serve
 		}
 		logger.Info("demo catalog", "added", n)
 	}
-	verifier := cfg.Auth.NewRemoteVerifier(&http.Client{Timeout: 5 * time.Second, Transport: jwks})
+	verifier := cfg.Auth.NewRemoteVerifier(&http.Client{Timeout: 5 * time.Second, Transport: srv.Tracing.Transport(jwks, "users")})
 	addRoutes(srv.Echo, store, verifier)
 	return srv, closeFn, nil
 }

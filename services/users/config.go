@@ -30,7 +30,7 @@ type Config struct {
 func LoadConfig(getenv func(string) string) (Config, error) {
 	r := envconf.New(getenv)
 	c := Config{
-		HTTP:           web.ReadConfig(r, ":8081"),
+		HTTP:           web.ReadConfig(r, "users", ":8081"),
 		TLS:            mtls.ReadConfig(r, pki.AllowedCallers("users"), ":9081"),
 		Database:       pgdb.ReadConfig(r, "users"),
 		SigningKeyFile: r.String("JWT_SIGNING_KEY_FILE", ""),

@@ -28,7 +28,8 @@ func NewServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Serve
 	}
 	var pool *pgxpool.Pool
 	store, closeFn, err := pgdb.OpenStore(ctx, cfg.Database, Migrations(), srv, logger,
-		func() Store { return NewMemoryStore() }, func(p *pgxpool.Pool) Store { pool = p; return NewPostgresStore(p) })
+		func() Store { return NewMemoryStore() }, func(p *pgxpool.Pool) Store { pool = p; return NewPostgresStore(p) },
+		pgdb.WithTracing(srv.Tracing.Provider), pgdb.WithPoolMetrics(srv.Registry))
 	if err != nil {
 		return nil, nil, err
 	}

@@ -13,9 +13,13 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/exaring/otelpgx"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/multitracer"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 )
 
 var schemaName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
@@ -29,11 +33,17 @@ type Credentials interface {
 }
 
 // Option changes how Open connects.
-type Option func(*pgxpool.Config)
+type Option func(*options)
+
+type options struct {
+	pool    *pgxpool.Config
+	metrics prometheus.Registerer
+}
 
 // WithCredentials takes each new connection's user and password from c instead of the URL.
 func WithCredentials(c Credentials) Option {
-	return func(cfg *pgxpool.Config) {
+	return func(o *options) {
+		cfg := o.pool
 		cfg.BeforeConnect = func(ctx context.Context, cc *pgx.ConnConfig) error {
 			user, password, err := c.Credentials(ctx)
 			if err != nil {
@@ -42,7 +52,33 @@ func WithCredentials(c Credentials) Option {
 			cc.User, cc.Password = user, password
 			return nil
 		}
-		cfg.ConnConfig.Tracer = authFailures{c}
+		addTracer(cfg, authFailures{c})
+	}
+}
+
+// WithTracing adds a client span to every query (pgx's OpenTelemetry tracer, otelpgx), a child
+// of the span in the query's context.
+func WithTracing(tp trace.TracerProvider) Option {
+	return func(o *options) {
+		addTracer(o.pool, otelpgx.NewTracer(otelpgx.WithTracerProvider(tp), otelpgx.WithTrimSQLInSpanName()))
+	}
+}
+
+// WithPoolMetrics registers the pool's statistics (connections by state, acquisitions and the
+// time spent waiting for one) with reg.
+func WithPoolMetrics(reg prometheus.Registerer) Option {
+	return func(o *options) { o.metrics = reg }
+}
+
+// addTracer adds t to the connections' tracers: pgx takes one, so several go through multitracer.
+func addTracer(cfg *pgxpool.Config, t pgx.QueryTracer) {
+	switch cur := cfg.ConnConfig.Tracer.(type) {
+	case nil:
+		cfg.ConnConfig.Tracer = t
+	case *multitracer.Tracer:
+		cfg.ConnConfig.Tracer = multitracer.New(append(cur.QueryTracers, t)...)
+	default:
+		cfg.ConnConfig.Tracer = multitracer.New(cur, t)
 	}
 }
 
@@ -86,12 +122,19 @@ func Open(ctx context.Context, url, schema string, migrations fs.FS, opts ...Opt
 	}
 	// Each service owns its schema; its queries name tables without a schema.
 	cfg.ConnConfig.RuntimeParams["search_path"] = schema
-	for _, o := range opts {
-		o(cfg)
+	o := options{pool: cfg}
+	for _, opt := range opts {
+		opt(&o)
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to PostgreSQL: %w", err)
+	}
+	if o.metrics != nil {
+		if err := o.metrics.Register(poolCollector{pool}); err != nil {
+			pool.Close()
+			return nil, fmt.Errorf("pool metrics: %w", err)
+		}
 	}
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()

@@ -7,6 +7,11 @@ import (
 	"testing"
 	"testing/fstest"
 
+	"github.com/jackc/pgx/v5/multitracer"
+	"github.com/prometheus/client_golang/prometheus"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
 	"github.com/shopmesh/shopmesh/services/internal/envconf"
 	"github.com/shopmesh/shopmesh/services/internal/pgdb"
 	"github.com/shopmesh/shopmesh/services/internal/pgdb/pgtest"
@@ -131,5 +136,77 @@ func TestReadConfigSecret(t *testing.T) {
 				t.Errorf("SecretARN = %q", cfg.SecretARN)
 			}
 		})
+	}
+}
+
+// staticCreds hands out the URL's own user.
+type staticCreds struct{ user string }
+
+func (c *staticCreds) Credentials(context.Context) (string, string, error) { return c.user, "", nil }
+func (c *staticCreds) Invalidate()                                         {}
+
+// TestQueriesAreTraced: with WithTracing, each query is a client span under the caller's span,
+// and WithCredentials still works beside it (pgx takes one tracer; both go through multitracer).
+func TestQueriesAreTraced(t *testing.T) {
+	url, schema := pgtest.Schema(t)
+	ctx := context.Background()
+	recorder := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(recorder))
+	creds := &staticCreds{user: "postgres"}
+	pool, err := pgdb.Open(ctx, url, schema, files(map[string]string{"001_init.sql": `CREATE TABLE things (name text)`}),
+		pgdb.WithCredentials(creds), pgdb.WithTracing(tp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	ctx, parent := tp.Tracer("test").Start(ctx, "handler")
+	var n int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM things WHERE name = $1`, "x").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	parent.End()
+	var query sdktrace.ReadOnlySpan
+	for _, s := range recorder.Ended() {
+		if s.Parent().SpanID() == parent.SpanContext().SpanID() && strings.Contains(s.Name(), "SELECT") {
+			query = s
+		}
+	}
+	if query == nil {
+		t.Fatalf("no query span under the handler's span; spans: %d", len(recorder.Ended()))
+	}
+	// Both tracers are on the connections: the credentials' (refused logins) and the spans'.
+	mt, ok := pool.Config().ConnConfig.Tracer.(*multitracer.Tracer)
+	if !ok || len(mt.QueryTracers) != 2 || len(mt.ConnectTracers) != 2 {
+		t.Errorf("connection tracer %T %+v: want the credentials' tracer and the spans' both", pool.Config().ConnConfig.Tracer, mt)
+	}
+}
+
+func TestPoolMetrics(t *testing.T) {
+	url, schema := pgtest.Schema(t)
+	reg := prometheus.NewRegistry()
+	pool, err := pgdb.Open(context.Background(), url, schema, files(map[string]string{"001_init.sql": `SELECT 1`}), pgdb.WithPoolMetrics(reg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if _, err := pool.Exec(context.Background(), `SELECT 1`); err != nil {
+		t.Fatal(err)
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		for _, m := range f.Metric {
+			name := f.GetName()
+			for _, l := range m.Label {
+				name += "/" + l.GetValue()
+			}
+			got[name] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
+		}
+	}
+	if got["db_pool_acquires_total"] < 1 || got["db_pool_max_connections"] != float64(pool.Stat().MaxConns()) || got["db_pool_connections/idle"] < 1 {
+		t.Errorf("pool metrics %v: want acquisitions counted, the maximum, and the idle connection", got)
 	}
 }

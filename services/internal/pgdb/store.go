@@ -52,12 +52,11 @@ type ReadinessRegistry interface {
 // OpenStore returns the in-memory store when no database is configured, else a PostgreSQL
 // store on a migrated pool, registered for readiness. Call the returned func to release it.
 func OpenStore[S any](ctx context.Context, cfg Config, migrations fs.FS, ready ReadinessRegistry, logger *slog.Logger,
-	memory func() S, postgres func(*pgxpool.Pool) S) (S, func(), error) {
+	memory func() S, postgres func(*pgxpool.Pool) S, opts ...Option) (S, func(), error) {
 	if cfg.URL == "" {
 		logger.Info("storage", "kind", "memory")
 		return memory(), func() {}, nil
 	}
-	var opts []Option
 	if cfg.SecretARN != "" {
 		secret, err := dbsecret.New(ctx, cfg.SecretARN, dbsecret.Options{Region: cfg.AWSRegion, Endpoint: cfg.SecretsEndpoint})
 		if err != nil {

@@ -8,21 +8,25 @@ import (
 	"time"
 
 	"github.com/shopmesh/shopmesh/services/internal/envconf"
+	"github.com/shopmesh/shopmesh/services/internal/telemetry"
 )
 
 // Config is the HTTP part of every service's configuration.
 type Config struct {
-	Addr            string        // HTTP_ADDR: host:port to listen on
-	RequestTimeout  time.Duration // REQUEST_TIMEOUT: deadline for each request's work
-	ShutdownTimeout time.Duration // SHUTDOWN_TIMEOUT: how long in-flight requests get once the drain is over
-	ShutdownDrain   time.Duration // SHUTDOWN_DRAIN: after SIGTERM, how long to keep serving while /readyz says 503
-	BodyLimitBytes  int           // BODY_LIMIT_BYTES: larger request bodies get 413
-	LogLevel        slog.Level    // LOG_LEVEL: debug, info, warn or error
+	Addr            string           // HTTP_ADDR: host:port to listen on
+	RequestTimeout  time.Duration    // REQUEST_TIMEOUT: deadline for each request's work
+	ShutdownTimeout time.Duration    // SHUTDOWN_TIMEOUT: how long in-flight requests get once the drain is over
+	ShutdownDrain   time.Duration    // SHUTDOWN_DRAIN: after SIGTERM, how long to keep serving while /readyz says 503
+	BodyLimitBytes  int              // BODY_LIMIT_BYTES: larger request bodies get 413
+	LogLevel        slog.Level       // LOG_LEVEL: debug, info, warn or error
+	Telemetry       telemetry.Config // OTEL_*: tracing
 }
 
-// ReadConfig reads the HTTP settings, with defaultAddr as the listen address default.
-func ReadConfig(r *envconf.Reader, defaultAddr string) Config {
+// ReadConfig reads the HTTP and tracing settings of service, with defaultAddr as the listen
+// address default.
+func ReadConfig(r *envconf.Reader, service, defaultAddr string) Config {
 	c := Config{
+		Telemetry:       telemetry.ReadConfig(r, service),
 		Addr:            r.String("HTTP_ADDR", defaultAddr),
 		RequestTimeout:  r.Duration("REQUEST_TIMEOUT", 10*time.Second),
 		ShutdownTimeout: r.Duration("SHUTDOWN_TIMEOUT", 15*time.Second),

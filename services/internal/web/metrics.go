@@ -33,7 +33,7 @@ func (m *metrics) middleware(next echo.HandlerFunc) echo.HandlerFunc {
 		start := time.Now()
 		err := next(c)
 		// The route template, not the raw path, keeps label cardinality bounded.
-		route := c.Path()
+		route := RouteOf(c)
 		if route == "" || errors.Is(err, echo.ErrNotFound) || errors.Is(err, echo.ErrMethodNotAllowed) {
 			route = "unmatched"
 		}

@@ -21,6 +21,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/shopmesh/shopmesh/services/internal/telemetry"
 )
 
 // Server is an echo instance with the shopmesh middleware, metrics and health endpoints.
@@ -30,6 +33,10 @@ type Server struct {
 
 	cfg    Config
 	logger *slog.Logger
+
+	// Tracing is the service's tracer provider: server spans here, client spans in the
+	// service's HTTP clients (Tracing.Transport), pgx and Redis spans in their stores.
+	Tracing *telemetry.Tracing
 
 	mu       sync.Mutex
 	checks   []check
@@ -65,6 +72,14 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) *Server {
 	e.HTTPErrorHandler = errorHandler(cfg.BodyLimitBytes)
 
 	s := &Server{Echo: e, Registry: prometheus.NewRegistry(), cfg: cfg, logger: logger}
+	tracing, err := cfg.Telemetry.Start(context.Background())
+	if err != nil { // ReadConfig checked the settings; an exporter that cannot even be built is not worth refusing to serve
+		logger.Error("tracing off", "error", err)
+		tracing = telemetry.Noop()
+	} else if cfg.Telemetry.Enabled() {
+		logger.Info("tracing", "endpoint", cfg.Telemetry.Endpoint, "protocol", cfg.Telemetry.Protocol, "sampler", cfg.Telemetry.Sampler)
+	}
+	s.Tracing = tracing
 	s.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	// Order matters: the request id exists before anything logs; metrics sit outside the
@@ -81,6 +96,7 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) *Server {
 		}
 	})
 	e.Use(middleware.RequestID())
+	e.Use(s.traceRequests)
 	e.Use(newMetrics(s.Registry).middleware)
 	e.Use(requestLogger(logger))
 	e.Use(middleware.Recover())
@@ -191,6 +207,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serve: %w", err)
 	}
+	sctx2, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel2()
+	if err := s.Tracing.Shutdown(sctx2); err != nil { // the last spans
+		s.logger.Warn("sending the last spans", "error", err)
+	}
 	s.logger.Info("stopped")
 	return nil
 }
@@ -226,13 +247,16 @@ func requestLogger(logger *slog.Logger) echo.MiddlewareFunc {
 				slog.String("request_id", v.RequestID),
 				slog.String("method", v.Method),
 				slog.String("path", v.URIPath),
-				slog.String("route", v.RoutePath),
+				slog.String("route", RouteOf(c)),
 				slog.Int("status", v.Status),
 				slog.Duration("latency", v.Latency),
 				slog.String("remote_ip", v.RemoteIP),
 			}
 			if peer, ok := c.Get(PeerKey).(fmt.Stringer); ok {
 				attrs = append(attrs, slog.String("peer", peer.String()))
+			}
+			if sc := trace.SpanContextFromContext(c.Request().Context()); sc.IsValid() {
+				attrs = append(attrs, slog.String("trace_id", sc.TraceID().String()), slog.String("span_id", sc.SpanID().String()))
 			}
 			if v.Error != nil {
 				attrs = append(attrs, slog.String("error", v.Error.Error()))
