@@ -19,6 +19,7 @@ import (
 type policyStatement struct {
 	Sid       string
 	Effect    string
+	Principal any
 	Action    any
 	Resource  any
 	Condition map[string]map[string]any

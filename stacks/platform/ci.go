@@ -44,6 +44,7 @@ var DeployServices = map[string][]string{
 	"lb":             {"elasticloadbalancing"},
 	"rds":            {"rds"},
 	"secretsmanager": {"secretsmanager"}, // RDS creates the managed master secret as the caller
+	"sns":            {"sns"},
 	"ssm":            {"ssm"},
 	"wafv2":          {"wafv2"},
 }

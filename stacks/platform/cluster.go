@@ -21,6 +21,8 @@ type Cluster struct {
 	pulumi.ResourceState
 
 	Name pulumi.StringOutput
+	// NodeGroup is what DaemonSet add-ons wait for.
+	NodeGroup pulumi.Resource
 	// Kubeconfig is what the Kubernetes provider uses: through the API tunnel on 127.0.0.1, or
 	// the public endpoint, as kubeApiAccess says.
 	Kubeconfig pulumi.StringOutput
@@ -221,6 +223,7 @@ func NewCluster(ctx *pulumi.Context, name string, args ClusterArgs, opts ...pulu
 	}
 	c.kubeconfig = kubeconfig
 	c.Name = clusterName
+	c.NodeGroup = nodes
 	c.Endpoint = cluster.EksCluster.Endpoint()
 	c.Kubeconfig = pulumi.ToSecret(kubeconfig).(pulumi.StringOutput)
 	c.OidcProviderArn = cluster.Core.OidcProvider().Arn()
@@ -332,6 +335,9 @@ func (c *Cluster) ServiceAccountRole(ctx *pulumi.Context, name, ns, sa string, c
 	role, err := iam.NewRole(ctx, name, &iam.RoleArgs{AssumeRolePolicy: trust.Json(), Tags: cfg.Tags(name)}, parent)
 	if err != nil {
 		return nil, err
+	}
+	if len(statements) == 0 { // the caller attaches managed policies
+		return role, nil
 	}
 	permissions := iam.GetPolicyDocumentOutput(ctx, iam.GetPolicyDocumentOutputArgs{Statements: statements}, parent)
 	if _, err := iam.NewRolePolicy(ctx, name, &iam.RolePolicyArgs{Role: role.ID(), Policy: permissions.Json()}, parent); err != nil {

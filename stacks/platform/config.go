@@ -67,6 +67,15 @@ type Config struct {
 	SignupPerMinute         int
 	SignupBurst             int
 	LogRetentionDays        int
+	// Alarms go to a topic that mails AlarmEmails; the thresholds are per stack.
+	AlarmEmails               []string
+	Alarm5xxPercent           int
+	AlarmLatencyP99Ms         int
+	AlarmDbCpuPercent         int
+	AlarmDbFreeStoragePercent int
+	AlarmPodRestarts          int
+	TraceSamplePercent        int    // of the traces that start at the gateway
+	CloudWatchAddonVersion    string // empty: EKS's default for the cluster version
 	EnableWaf               bool
 	WafRateLimit            int
 	ManageApiGatewayAccount bool
@@ -204,6 +213,14 @@ func LoadConfig(ctx *pulumi.Context) (Config, error) {
 	try("signupPerMinute", num(&cfg.SignupPerMinute))
 	try("signupBurst", num(&cfg.SignupBurst))
 	try("logRetentionDays", num(&cfg.LogRetentionDays))
+	try("alarmEmails", list(&cfg.AlarmEmails))
+	try("alarm5xxPercent", num(&cfg.Alarm5xxPercent))
+	try("alarmLatencyP99Ms", num(&cfg.AlarmLatencyP99Ms))
+	try("alarmDbCpuPercent", num(&cfg.AlarmDbCpuPercent))
+	try("alarmDbFreeStoragePercent", num(&cfg.AlarmDbFreeStoragePercent))
+	try("alarmPodRestarts", num(&cfg.AlarmPodRestarts))
+	try("traceSamplePercent", num(&cfg.TraceSamplePercent))
+	try("cloudwatchAddonVersion", str(&cfg.CloudWatchAddonVersion))
 	try("enableWaf", flag(&cfg.EnableWaf))
 	try("wafRateLimit", num(&cfg.WafRateLimit))
 	try("manageApiGatewayAccount", flag(&cfg.ManageApiGatewayAccount))
@@ -248,6 +265,16 @@ func (c Config) Validate() error {
 	bad(c.LoginPerMinute > 0 && c.LoginBurst > 0, "loginPerMinute and loginBurst must be positive")
 	bad(c.SignupPerMinute > 0 && c.SignupBurst > 0, "signupPerMinute and signupBurst must be positive")
 	bad(slices.Contains(cloudWatchRetention, c.LogRetentionDays), "logRetentionDays must be one CloudWatch accepts (1, 3, 5, 7, 14, 30, 60, 90, …), got %d", c.LogRetentionDays)
+	bad(c.Alarm5xxPercent >= 1 && c.Alarm5xxPercent <= 100, "alarm5xxPercent must be 1 to 100, got %d", c.Alarm5xxPercent)
+	bad(c.AlarmLatencyP99Ms >= 1, "alarmLatencyP99Ms must be positive, got %d", c.AlarmLatencyP99Ms)
+	bad(c.AlarmDbCpuPercent >= 1 && c.AlarmDbCpuPercent <= 100, "alarmDbCpuPercent must be 1 to 100, got %d", c.AlarmDbCpuPercent)
+	bad(c.AlarmDbFreeStoragePercent >= 1 && c.AlarmDbFreeStoragePercent < 100, "alarmDbFreeStoragePercent must be 1 to 99, got %d", c.AlarmDbFreeStoragePercent)
+	bad(c.AlarmPodRestarts >= 1, "alarmPodRestarts must be at least 1, got %d", c.AlarmPodRestarts)
+	bad(c.TraceSamplePercent >= 0 && c.TraceSamplePercent <= 100, "traceSamplePercent must be 0 to 100, got %d", c.TraceSamplePercent)
+	for _, e := range c.AlarmEmails {
+		bad(strings.Count(e, "@") == 1 && !strings.ContainsAny(e, " ,;") && strings.Contains(e[strings.Index(e, "@"):], "."),
+			"alarmEmails entries must be email addresses, got %q", e)
+	}
 	bad(!c.EnableWaf || c.WafRateLimit >= 10, "wafRateLimit must be at least 10 requests per 5 minutes, got %d", c.WafRateLimit)
 	errs = append(errs, c.apiAccessErrors()...)
 	bad(c.GithubRepository == "" || githubRepo.MatchString(c.GithubRepository), "githubRepository must be owner/name, got %q", c.GithubRepository)

@@ -24,6 +24,11 @@ type Edge struct {
 	ApiURL         pulumi.StringOutput
 	NlbDNSName     pulumi.StringOutput
 	TargetGroupArn pulumi.StringOutput
+	// What the alarms and the dashboard watch.
+	ApiName               string
+	AccessLogGroup        *cloudwatch.LogGroup
+	LoadBalancerArnSuffix pulumi.StringOutput
+	TargetGroupArnSuffix  pulumi.StringOutput
 }
 
 // EdgeArgs configures Edge.
@@ -31,6 +36,8 @@ type EdgeArgs struct {
 	Config  Config
 	Network *Network
 	Cluster *Cluster
+	// LogsKeyArn encrypts the access logs.
+	LogsKeyArn pulumi.StringOutput
 }
 
 // APIServices are the path prefixes API Gateway routes to the gateway.
@@ -203,6 +210,7 @@ func NewEdge(ctx *pulumi.Context, name string, args EdgeArgs, opts ...pulumi.Res
 	logs, err := cloudwatch.NewLogGroup(ctx, name+"-access", &cloudwatch.LogGroupArgs{
 		Name:            pulumi.String("/aws/apigateway/" + cfg.Name("api")),
 		RetentionInDays: pulumi.Int(cfg.LogRetentionDays),
+		KmsKeyId:        args.LogsKeyArn,
 		Tags:            cfg.Tags("api-access-logs"),
 	}, parent)
 	if err != nil {
@@ -259,6 +267,8 @@ func NewEdge(ctx *pulumi.Context, name string, args EdgeArgs, opts ...pulumi.Res
 		}
 	}
 
+	e.ApiName, e.AccessLogGroup = cfg.Name("api"), logs
+	e.LoadBalancerArnSuffix, e.TargetGroupArnSuffix = nlb.ArnSuffix, tg.ArnSuffix
 	e.ApiURL = stage.InvokeUrl
 	e.NlbDNSName = nlb.DnsName
 	e.TargetGroupArn = tg.Arn

@@ -68,7 +68,7 @@ func TestEdge(t *testing.T) {
 		}
 
 		stage := one(t, p, "aws:apigateway/stage:Stage")
-		logs := one(t, p, "aws:cloudwatch/logGroup:LogGroup")
+		logs := named(t, p, "aws:cloudwatch/logGroup:LogGroup", "edge-access")
 		if stage.Inputs["xrayTracingEnabled"] != true || !strings.HasSuffix(at(stage.Inputs, "accessLogSettings.destinationArn").(string), ":log-group:"+logs.Inputs["name"].(string)) ||
 			!strings.HasPrefix(at(stage.Inputs, "accessLogSettings.format").(string), "{") {
 			t.Errorf("stage = %v, want X-Ray and JSON access logs to the log group", stage.Inputs)

@@ -42,6 +42,9 @@ func fakeOutputs(m *mocks, typ, name string, in resource.PropertyMap) map[string
 		out["repositoryUrl"] = fmt.Sprintf("%s.dkr.ecr.%s.amazonaws.com/%s", fakeAccount, m.region, name)
 	case "aws:lb/loadBalancer:LoadBalancer":
 		out["dnsName"] = fmt.Sprintf("%s-0123456789.elb.%s.amazonaws.com", name, m.region)
+		out["arnSuffix"] = "net/" + name + "/0123456789abcdef"
+	case "aws:lb/targetGroup:TargetGroup":
+		out["arnSuffix"] = "targetgroup/" + name + "/0123456789abcdef"
 	case "aws:elasticache/replicationGroup:ReplicationGroup":
 		id := str(in, "replicationGroupId")
 		out["arn"] = fmt.Sprintf("arn:aws:elasticache:%s:%s:replicationgroup:%s", m.region, fakeAccount, id)

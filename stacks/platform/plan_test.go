@@ -54,13 +54,16 @@ func stackConfig(t *testing.T, stack string) Config {
 		}
 		return n
 	}
-	return Config{Environment: get("environment"), GithubOidcProvider: get("githubOidcProvider"), AzCount: atoi("azCount"), NatPerAz: get("natPerAz") == "true",
+	return Config{Project: "shopmesh", Stack: stack, Environment: get("environment"), GithubOidcProvider: get("githubOidcProvider"), AzCount: atoi("azCount"), NatPerAz: get("natPerAz") == "true",
 		EndpointPublicAccess: get("endpointPublicAccess") == "true", Replicas: atoi("replicas"), Autoscaling: get("autoscaling") == "true",
 		DbMultiAz: get("dbMultiAz") == "true", DbDeletionProtection: get("dbDeletionProtection") == "true",
 		OrdersThrottleRate: atoi("ordersThrottleRate"), OrdersThrottleBurst: atoi("ordersThrottleBurst"), EcrKeepImages: atoi("ecrKeepImages"),
 		EnableWaf: get("enableWaf") == "true", LogRetentionDays: atoi("logRetentionDays"), DbBackupRetentionDays: atoi("dbBackupRetentionDays"),
 		Region: raw["aws:region"], ClusterVersion: get("clusterVersion"), ApiThrottleRate: atoi("apiThrottleRate"), ApiThrottleBurst: atoi("apiThrottleBurst"),
-		LoginPerMinute: atoi("loginPerMinute"), LoginBurst: atoi("loginBurst"), SignupPerMinute: atoi("signupPerMinute"), SignupBurst: atoi("signupBurst")}
+		LoginPerMinute: atoi("loginPerMinute"), LoginBurst: atoi("loginBurst"), SignupPerMinute: atoi("signupPerMinute"), SignupBurst: atoi("signupBurst"),
+		Alarm5xxPercent: atoi("alarm5xxPercent"), AlarmLatencyP99Ms: atoi("alarmLatencyP99Ms"), AlarmDbCpuPercent: atoi("alarmDbCpuPercent"),
+		AlarmDbFreeStoragePercent: atoi("alarmDbFreeStoragePercent"), AlarmPodRestarts: atoi("alarmPodRestarts"),
+		TraceSamplePercent: atoi("traceSamplePercent"), DbAllocatedStorage: atoi("dbAllocatedStorage")}
 }
 
 // one returns the single resource of typ, failing otherwise.
@@ -165,7 +168,7 @@ func TestInventory(t *testing.T) {
 			"aws:eks/nodeGroup:NodeGroup":                             1,
 			"aws:ec2/launchTemplate:LaunchTemplate":                   1,
 			"pulumi:providers:kubernetes":                             1,
-			"aws:eks/addon:Addon":                                     2, // vpc-cni, metrics-server
+			"aws:eks/addon:Addon":                                     3, // vpc-cni, metrics-server, amazon-cloudwatch-observability
 			"aws:eks/accessEntry:AccessEntry":                         2 + len(cfg.ClusterAdminArns),
 			"aws:eks/accessPolicyAssociation:AccessPolicyAssociation": 2 + len(cfg.ClusterAdminArns),
 			"aws:ec2/subnetCidrReservation:SubnetCidrReservation":     cfg.AzCount,
@@ -196,7 +199,9 @@ func TestInventory(t *testing.T) {
 			"aws:apigateway/restApi:RestApi": 1, "aws:apigateway/vpcLink:VpcLink": 1,
 			"aws:apigateway/resource:Resource": 2 * len(APIServices), "aws:apigateway/method:Method": 2*len(APIServices) + 1,
 			"aws:apigateway/deployment:Deployment": 1, "aws:apigateway/stage:Stage": 1, "aws:apigateway/methodSettings:MethodSettings": 2,
-			"aws:apigateway/usagePlan:UsagePlan": 0, "aws:cloudwatch/logGroup:LogGroup": 1, "aws:apigateway/account:Account": 1,
+			"aws:apigateway/usagePlan:UsagePlan": 0, "aws:cloudwatch/logGroup:LogGroup": 1 + len(containerLogGroups), "aws:apigateway/account:Account": 1,
+			"aws:cloudwatch/metricAlarm:MetricAlarm": 5 + len(Services), "aws:cloudwatch/dashboard:Dashboard": 1, "aws:sns/topic:Topic": 1,
+			"aws:cloudwatch/logMetricFilter:LogMetricFilter": 1, "shopmesh:observability:Observability": 1,
 			"aws:wafv2/webAcl:WebAcl": waf, "aws:wafv2/webAclAssociation:WebAclAssociation": waf,
 			"kubernetes:helm.sh/v3:Release": releases, "kubernetes:core/v1:Namespace": 2, "kubernetes:core/v1:Secret": 0,
 			"kubernetes:networking.k8s.io/v1:NetworkPolicy":      2 + len(Services),
@@ -418,7 +423,8 @@ func TestConfigValidation(t *testing.T) {
 		NodeMinSize: 1, NodeDesiredSize: 1, NodeMaxSize: 2, ImageTag: "0.1.0", Replicas: 1, EcrKeepImages: 5,
 		DbInstanceClass: "db.t4g.micro", DbAllocatedStorage: 20, CacheNodeType: "cache.t4g.micro", DbBackupRetentionDays: 1, ApiThrottleRate: 1,
 		ApiThrottleBurst: 1, OrdersThrottleRate: 1, OrdersThrottleBurst: 1, LoginPerMinute: 1, LoginBurst: 1, SignupPerMinute: 1, SignupBurst: 1,
-		LogRetentionDays: 7}
+		LogRetentionDays: 7, Alarm5xxPercent: 5, AlarmLatencyP99Ms: 3000, AlarmDbCpuPercent: 90, AlarmDbFreeStoragePercent: 10, AlarmPodRestarts: 5,
+		TraceSamplePercent: 100}
 	if err := good.Validate(); err != nil {
 		t.Fatalf("valid config refused: %v", err)
 	}

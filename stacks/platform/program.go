@@ -51,8 +51,17 @@ func Program(ctx *pulumi.Context) (map[string]pulumi.Input, error) {
 	if err != nil {
 		return nil, err
 	}
-	edge, err := NewEdge(ctx, "edge", EdgeArgs{Config: cfg, Network: network, Cluster: cluster})
+	obs, err := NewObservability(ctx, "observability", ObservabilityArgs{Config: cfg, Cluster: cluster, ClusterName: clusterName})
 	if err != nil {
+		return nil, err
+	}
+	edge, err := NewEdge(ctx, "edge", EdgeArgs{Config: cfg, Network: network, Cluster: cluster, LogsKeyArn: obs.LogsKeyArn})
+	if err != nil {
+		return nil, err
+	}
+	if err := obs.Watch(ctx, Watched{ApiName: edge.ApiName, Stage: StageName, AccessLogGroup: edge.AccessLogGroup,
+		LoadBalancerArnSuffix: edge.LoadBalancerArnSuffix, TargetGroupArnSuffix: edge.TargetGroupArnSuffix,
+		DbInstance: cfg.Name("postgres"), DbAllocatedGiB: cfg.DbAllocatedStorage, ClusterName: clusterName}); err != nil {
 		return nil, err
 	}
 	var via []pulumi.Resource
@@ -91,6 +100,7 @@ func Program(ctx *pulumi.Context) (map[string]pulumi.Input, error) {
 	outputs["repositoryUrls"] = repos
 	outputs["databaseEndpoint"] = database.Address
 	outputs["cacheEndpoint"] = cache.Address
+	outputs["alarmTopicArn"] = obs.TopicArn
 	outputs["apiUrl"] = edge.ApiURL
 	outputs["nlbDnsName"] = edge.NlbDNSName
 	return outputs, nil

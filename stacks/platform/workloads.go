@@ -186,6 +186,12 @@ func serviceEnv(cfg Config, ns, svc string) pulumi.StringMap {
 		// The Go runtime collects harder as the heap nears the container's memory limit,
 		// instead of the kernel killing the pod (Go's GC guide: "Suggested uses").
 		"GOMEMLIMIT": pulumi.String(goMemLimit),
+		// Traces to the CloudWatch agent on the node, which sends them to X-Ray; the gateway
+		// decides whether a trace is recorded and every service follows its decision.
+		"OTEL_EXPORTER_OTLP_ENDPOINT": pulumi.String(OTLPEndpoint),
+		"OTEL_TRACES_SAMPLER":         pulumi.String("parentbased_traceidratio"),
+		"OTEL_TRACES_SAMPLER_ARG":     pulumi.String(strconv.FormatFloat(float64(cfg.TraceSamplePercent)/100, 'f', -1, 64)),
+		"OTEL_RESOURCE_ATTRIBUTES":    pulumi.String("deployment.environment=" + cfg.Stack),
 	}
 	if dataServices[svc] {
 		env["DATABASE_SCHEMA"] = pulumi.String(svc)
@@ -377,6 +383,10 @@ func networkPolicies(ctx *pulumi.Context, cfg Config, ns string, network *Networ
 				networkingv1.NetworkPolicyEgressRuleArgs{ // sidecars fetch config and certificates from istiod
 					To:    networkingv1.NetworkPolicyPeerArray{networkingv1.NetworkPolicyPeerArgs{NamespaceSelector: nsSelector("istio-system")}},
 					Ports: networkingv1.NetworkPolicyPortArray{port(15012, "TCP"), port(15017, "TCP")},
+				},
+				networkingv1.NetworkPolicyEgressRuleArgs{ // traces to the CloudWatch agent
+					To:    networkingv1.NetworkPolicyPeerArray{networkingv1.NetworkPolicyPeerArgs{NamespaceSelector: nsSelector(cloudWatchNamespace)}},
+					Ports: networkingv1.NetworkPolicyPortArray{port(OTLPPort, "TCP")},
 				},
 			},
 		},
