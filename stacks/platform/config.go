@@ -58,15 +58,15 @@ type Config struct {
 
 	CacheNodeType string // the rate-limit cache's ElastiCache node type
 
-	ApiThrottleRate         int
-	ApiThrottleBurst        int
-	OrdersThrottleRate      int
-	OrdersThrottleBurst     int
-	LoginPerMinute          int // the in-cluster gateway's limits per client address
-	LoginBurst              int
-	SignupPerMinute         int
-	SignupBurst             int
-	LogRetentionDays        int
+	ApiThrottleRate     int
+	ApiThrottleBurst    int
+	OrdersThrottleRate  int
+	OrdersThrottleBurst int
+	LoginPerMinute      int // the in-cluster gateway's limits per client address
+	LoginBurst          int
+	SignupPerMinute     int
+	SignupBurst         int
+	LogRetentionDays    int
 	// Alarms go to a topic that mails AlarmEmails; the thresholds are per stack.
 	AlarmEmails               []string
 	Alarm5xxPercent           int
@@ -76,9 +76,9 @@ type Config struct {
 	AlarmPodRestarts          int
 	TraceSamplePercent        int    // of the traces that start at the gateway
 	CloudWatchAddonVersion    string // empty: EKS's default for the cluster version
-	EnableWaf               bool
-	WafRateLimit            int
-	ManageApiGatewayAccount bool
+	EnableWaf                 bool
+	WafRateLimit              int
+	ManageApiGatewayAccount   bool
 
 	GithubRepository string // owner/name allowed to deploy through GitHub OIDC; empty: no deploy role
 	// GithubOidcProvider says which stack owns the account's one GitHub OIDC provider: "create"
