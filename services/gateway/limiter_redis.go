@@ -107,7 +107,7 @@ func (l *RedisLimiter) withoutRedis(ctx context.Context, key string, p RateLimit
 	l.fallbacks.Inc()
 	if now := time.Now().Unix(); now-l.warned.Load() >= 60 {
 		l.warned.Store(now)
-		l.logger.Warn("rate limiter: Redis did not answer", "error", err, "fail_open", l.failOpen)
+		l.logger.WarnContext(ctx, "rate limiter: Redis did not answer", "error", err, "fail_open", l.failOpen)
 	}
 	if !l.failOpen {
 		return Decision{}, fmt.Errorf("shared rate limiter unavailable: %w", err)

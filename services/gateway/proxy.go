@@ -245,7 +245,7 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	if errors.Is(err, context.Canceled) {
 		return // the client went away
 	}
-	g.logger.Warn("upstream failed", "route", name, "error", err)
+	g.logger.WarnContext(r.Context(), "upstream failed", "route", name, "error", err)
 	web.WriteProblem(w, r, http.StatusBadGateway, "the upstream of route "+name+" is unavailable; retry later")
 }
 

@@ -217,13 +217,13 @@ func (s *Service) undo(ctx context.Context, userID uuid.UUID, token, key string,
 	if release {
 		if err := s.catalog.Release(ctx, token, orderID); err != nil {
 			// The claim stays, so a retry with the same key finishes or releases this order.
-			s.logger.Error("release reservation after failed order", "order_id", orderID, "error", err)
+			s.logger.ErrorContext(ctx, "release reservation after failed order", "order_id", orderID, "error", err)
 			return
 		}
 	}
 	if key != "" {
 		if err := s.store.DeleteClaim(ctx, userID, key); err != nil {
-			s.logger.Error("drop idempotency claim after failed order", "order_id", orderID, "error", err)
+			s.logger.ErrorContext(ctx, "drop idempotency claim after failed order", "order_id", orderID, "error", err)
 		}
 	}
 }

@@ -1,11 +1,14 @@
 package web
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"strings"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/shopmesh/shopmesh/services/internal/envconf"
 	"github.com/shopmesh/shopmesh/services/internal/telemetry"
@@ -43,9 +46,28 @@ func ReadConfig(r *envconf.Reader, service, defaultAddr string) Config {
 	return c
 }
 
-// NewLogger returns a JSON logger that tags every line with the service name.
+// NewLogger returns a JSON logger that tags every line with the service name, and every line
+// logged with a context (logger.InfoContext, ErrorContext…) with the trace and span ids of the
+// span in it, so that a log line leads to its trace.
 func NewLogger(w io.Writer, level slog.Level, service string) *slog.Logger {
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})).With("service", service)
+	return slog.New(traceHandler{slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})}).With("service", service)
+}
+
+// traceHandler adds trace_id and span_id to records logged with a context that holds a span.
+type traceHandler struct{ slog.Handler }
+
+func (h traceHandler) Handle(ctx context.Context, r slog.Record) error {
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		r.AddAttrs(slog.String("trace_id", sc.TraceID().String()), slog.String("span_id", sc.SpanID().String()))
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h traceHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return traceHandler{h.Handler.WithAttrs(attrs)}
+}
+func (h traceHandler) WithGroup(name string) slog.Handler {
+	return traceHandler{h.Handler.WithGroup(name)}
 }
 
 func bodyLimitString(n int) string { return fmt.Sprintf("%dB", n) }

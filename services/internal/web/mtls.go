@@ -90,7 +90,7 @@ func (s *Server) UseMTLS(material *mtls.Material, allowed []string, healthAddr s
 			}
 			if !admit[id.String()] {
 				denied.WithLabelValues(id.String()).Inc()
-				s.logger.Warn("caller refused", "peer", id.String(), "reason", "not on the allow-list of "+self.Service)
+				s.logger.WarnContext(req.Context(), "caller refused", "peer", id.String(), "reason", "not on the allow-list of "+self.Service)
 				return fault.New(fault.ErrForbidden, fmt.Sprintf("identity %s is not allowed to call %s", id, self.Service))
 			}
 			admitted.WithLabelValues(id.String()).Inc()

@@ -21,8 +21,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"go.opentelemetry.io/otel/trace"
-
 	"github.com/shopmesh/shopmesh/services/internal/telemetry"
 )
 
@@ -255,13 +253,10 @@ func requestLogger(logger *slog.Logger) echo.MiddlewareFunc {
 			if peer, ok := c.Get(PeerKey).(fmt.Stringer); ok {
 				attrs = append(attrs, slog.String("peer", peer.String()))
 			}
-			if sc := trace.SpanContextFromContext(c.Request().Context()); sc.IsValid() {
-				attrs = append(attrs, slog.String("trace_id", sc.TraceID().String()), slog.String("span_id", sc.SpanID().String()))
-			}
 			if v.Error != nil {
 				attrs = append(attrs, slog.String("error", v.Error.Error()))
 			}
-			logger.LogAttrs(c.Request().Context(), level, "request", attrs...)
+			logger.LogAttrs(c.Request().Context(), level, "request", attrs...) // trace ids: NewLogger's handler
 			return nil
 		},
 	})

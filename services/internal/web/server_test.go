@@ -1,7 +1,9 @@
 package web_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/shopmesh/shopmesh/services/internal/fault"
 	"github.com/shopmesh/shopmesh/services/internal/web"
@@ -266,5 +269,29 @@ func TestDrainKeepsServingWhileNotReady(t *testing.T) {
 	}
 	if d := time.Since(stopped); d < cfg.ShutdownDrain {
 		t.Errorf("stopped %v after SIGTERM, before the %v drain was over", d, cfg.ShutdownDrain)
+	}
+}
+
+// TestLogLinesCarryTheTrace: any line logged with a context that holds a span — error lines
+// included — carries its trace and span ids.
+func TestLogLinesCarryTheTrace(t *testing.T) {
+	var buf bytes.Buffer
+	logger := web.NewLogger(&buf, slog.LevelInfo, "orders")
+	tp := sdktrace.NewTracerProvider()
+	ctx, span := tp.Tracer("test").Start(context.Background(), "request")
+	logger.ErrorContext(ctx, "release reservation after failed order", "order_id", "o-1")
+	logger.Error("no context, no ids")
+	span.End()
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	var first, second map[string]any
+	if len(lines) != 2 || json.Unmarshal([]byte(lines[0]), &first) != nil || json.Unmarshal([]byte(lines[1]), &second) != nil {
+		t.Fatalf("log = %q", buf.String())
+	}
+	if first["trace_id"] != span.SpanContext().TraceID().String() || first["span_id"] != span.SpanContext().SpanID().String() ||
+		first["service"] != "orders" || first["level"] != "ERROR" {
+		t.Errorf("error line %v, want the span's trace and span ids", first)
+	}
+	if _, ok := second["trace_id"]; ok {
+		t.Errorf("a line without a span has a trace id: %v", second)
 	}
 }
