@@ -311,23 +311,29 @@ func TestIdempotentRetries(t *testing.T) {
 	})
 }
 
-// TestThroughTheGateway: the same flow as a client on the outside sees it, through the
-// gateway only; internal paths are not routed.
-func TestThroughTheGateway(t *testing.T) {
-	s := startShop(t, map[string]string{})
-	gw := shop{users: s.gateway, products: s.gateway, orders: s.gateway}
-	token := newCustomer(t, gw)
-
+// customerThroughTheGateway registers and logs in a customer, and finds an orderable product,
+// as an outside client does: through the gateway only.
+func customerThroughTheGateway(t *testing.T, s shop) (token string, product uuid.UUID) {
+	t.Helper()
+	token = newCustomer(t, shop{users: s.gateway, products: s.gateway, orders: s.gateway})
 	var catalog web.Page[products.Product]
 	webtest.Do(t, "GET", s.gateway+"/products?limit=1", nil).Decode(t, &catalog)
 	if len(catalog.Items) != 1 {
 		t.Fatalf("catalog through the gateway: %+v", catalog)
 	}
-	r := webtest.Do(t, "POST", s.gateway+"/orders", orderBody(catalog.Items[0].ID, 1), webtest.Bearer(token)...)
+	return token, catalog.Items[0].ID
+}
+
+// TestThroughTheGateway: the same flow as a client on the outside sees it, through the
+// gateway only; internal paths are not routed.
+func TestThroughTheGateway(t *testing.T) {
+	s := startShop(t, map[string]string{})
+	token, product := customerThroughTheGateway(t, s)
+	r := webtest.Do(t, "POST", s.gateway+"/orders", orderBody(product, 1), webtest.Bearer(token)...)
 	if r.Status != 201 || r.Header.Get("RateLimit-Policy") == "" {
 		t.Fatalf("order through the gateway: %d %s (RateLimit-Policy %q)", r.Status, r.Body, r.Header.Get("RateLimit-Policy"))
 	}
-	if r := webtest.Do(t, "POST", s.gateway+"/orders", orderBody(catalog.Items[0].ID, 1)); r.Status != 401 {
+	if r := webtest.Do(t, "POST", s.gateway+"/orders", orderBody(product, 1)); r.Status != 401 {
 		t.Errorf("order without a token through the gateway = %d, want 401", r.Status)
 	}
 	if r := webtest.Do(t, "POST", s.gateway+"/reservations", `{}`, webtest.Bearer(token)...); r.Status != 404 {

@@ -16,9 +16,7 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/shopmesh/shopmesh/services/internal/web"
 	"github.com/shopmesh/shopmesh/services/internal/webtest"
-	"github.com/shopmesh/shopmesh/services/products"
 )
 
 // receivedSpan is a span as an OTLP receiver got it, with its resource's service.name.
@@ -97,14 +95,8 @@ func (r *otlpReceiver) find(match func(receivedSpan) bool) (receivedSpan, bool) 
 func TestOneTracePerOrder(t *testing.T) {
 	receiver, endpoint := startReceiver(t)
 	s := startShop(t, map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_BSP_SCHEDULE_DELAY": "50"})
-	gw := shop{users: s.gateway, products: s.gateway, orders: s.gateway}
-	token := newCustomer(t, gw)
-	var catalog web.Page[products.Product]
-	webtest.Do(t, "GET", s.gateway+"/products?limit=1", nil).Decode(t, &catalog)
-	if len(catalog.Items) != 1 {
-		t.Fatalf("catalog: %+v", catalog)
-	}
-	if r := webtest.Do(t, "POST", s.gateway+"/orders", orderBody(catalog.Items[0].ID, 1), webtest.Bearer(token)...); r.Status != 201 {
+	token, product := customerThroughTheGateway(t, s)
+	if r := webtest.Do(t, "POST", s.gateway+"/orders", orderBody(product, 1), webtest.Bearer(token)...); r.Status != 201 {
 		t.Fatalf("order: %d %s", r.Status, r.Body)
 	}
 
