@@ -20,6 +20,7 @@ type Config struct {
 	Database        pgdb.Config
 	ProductsURL     string        // PRODUCTS_URL: base URL of the products service
 	ProductsTimeout time.Duration // PRODUCTS_TIMEOUT: per call to products
+	KeyTTL          time.Duration // IDEMPOTENCY_KEY_TTL: how long an Idempotency-Key answers with its order
 }
 
 // LoadConfig reads and validates the configuration.
@@ -32,6 +33,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		Database:        pgdb.ReadConfig(r, "orders"),
 		ProductsURL:     r.String("PRODUCTS_URL", "http://127.0.0.1:8082"),
 		ProductsTimeout: r.Duration("PRODUCTS_TIMEOUT", 5*time.Second),
+		KeyTTL:          r.Duration("IDEMPOTENCY_KEY_TTL", DefaultKeyTTL),
 	}
 	if u, err := url.Parse(c.ProductsURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		r.Fail("PRODUCTS_URL", "must be an http(s) URL, got %q", c.ProductsURL)

@@ -83,7 +83,16 @@ type Store interface {
 	CreateOrder(ctx context.Context, o Order, key string) error
 	Get(ctx context.Context, userID, id uuid.UUID) (Order, error)
 	List(ctx context.Context, userID uuid.UUID, after *Cursor, limit int) ([]Order, error)
+	// ExpireClaim drops the user's claim on key when it was made before before; ExpireClaims
+	// drops up to limit claims made before before, and says how many.
+	ExpireClaim(ctx context.Context, userID uuid.UUID, key string, before time.Time) error
+	ExpireClaims(ctx context.Context, before time.Time, limit int) (int64, error)
 }
+
+// DefaultKeyTTL is how long an Idempotency-Key is remembered: a retry within it answers the
+// same order; after it, the key is free again (the IETF idempotency-key draft leaves the window
+// to the server; 24 hours is the common choice).
+const DefaultKeyTTL = 24 * time.Hour
 
 // Catalog reserves and releases stock; the products service over HTTP in production. token is
 // the customer's, passed on so that products can check it.
@@ -98,11 +107,27 @@ type Service struct {
 	catalog    Catalog
 	logger     *slog.Logger
 	staleAfter time.Duration // a pending claim older than this belongs to a request that died
+	keyTTL     time.Duration // an Idempotency-Key older than this is forgotten
 }
 
-// NewService returns a service; staleAfter must exceed the longest a request can run.
-func NewService(store Store, catalog Catalog, logger *slog.Logger, staleAfter time.Duration) *Service {
-	return &Service{store: store, catalog: catalog, logger: logger, staleAfter: staleAfter}
+// NewService returns a service; staleAfter must exceed the longest a request can run, and
+// keyTTL must exceed staleAfter.
+func NewService(store Store, catalog Catalog, logger *slog.Logger, staleAfter, keyTTL time.Duration) *Service {
+	return &Service{store: store, catalog: catalog, logger: logger, staleAfter: staleAfter, keyTTL: max(keyTTL, 2*staleAfter)}
+}
+
+// ExpireKeys forgets the Idempotency-Keys older than the window, in batches of batch, each
+// a short statement of its own, so that no lock is held for long; it returns how many.
+func (s *Service) ExpireKeys(ctx context.Context, batch int) (int64, error) {
+	before := now().Add(-s.keyTTL)
+	var total int64
+	for {
+		n, err := s.store.ExpireClaims(ctx, before, batch)
+		total += n
+		if err != nil || n < int64(batch) {
+			return total, err
+		}
+	}
 }
 
 // NewOrder is the body of POST /orders.
@@ -160,6 +185,12 @@ func (s *Service) Place(ctx context.Context, userID uuid.UUID, token, key string
 	orderID := uuid.New()
 	if key != "" {
 		claim, claimed, err := s.store.ClaimKey(ctx, Claim{UserID: userID, Key: key, RequestHash: req.hash(), OrderID: orderID, CreatedAt: now()})
+		if err == nil && !claimed && now().Sub(claim.CreatedAt) >= s.keyTTL {
+			// Outside the window the key is free again, whether or not the pruner got to it.
+			if err = s.store.ExpireClaim(ctx, userID, key, now().Add(-s.keyTTL)); err == nil {
+				claim, claimed, err = s.store.ClaimKey(ctx, Claim{UserID: userID, Key: key, RequestHash: req.hash(), OrderID: orderID, CreatedAt: now()})
+			}
+		}
 		if err != nil {
 			return Order{}, false, err
 		}

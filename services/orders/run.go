@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/shopmesh/shopmesh/services/internal/periodic"
 	"github.com/shopmesh/shopmesh/services/internal/pgdb"
 	"github.com/shopmesh/shopmesh/services/internal/web"
 )
@@ -49,8 +50,11 @@ func NewServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Serve
 	closeFn := func() { transport.CloseIdleConnections(); closeStore() }
 
 	// A claim is stale once no request holding it can still be running.
-	svc := NewService(store, products, logger, 2*cfg.HTTP.RequestTimeout+cfg.ProductsTimeout)
+	svc := NewService(store, products, logger, 2*cfg.HTTP.RequestTimeout+cfg.ProductsTimeout, cfg.KeyTTL)
+	stopExpiry := periodic.Start(10*time.Minute, logger, "expiring idempotency keys", func(ctx context.Context) (int64, error) {
+		return svc.ExpireKeys(ctx, 1000)
+	})
 	verifier := cfg.Auth.NewRemoteVerifier(&http.Client{Timeout: 5 * time.Second, Transport: srv.Tracing.Transport(jwks, "users")})
 	addRoutes(srv.Echo, svc, verifier)
-	return srv, closeFn, nil
+	return srv, func() { stopExpiry(); closeFn() }, nil
 }

@@ -3,6 +3,7 @@ package orders
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -70,7 +71,7 @@ func (failingStore) CreateOrder(context.Context, Order, string) error {
 }
 
 func newTestService(store Store, cat Catalog) *Service {
-	return NewService(store, cat, slog.New(slog.NewTextHandler(io.Discard, nil)), time.Minute)
+	return NewService(store, cat, slog.New(slog.NewTextHandler(io.Discard, nil)), time.Minute, DefaultKeyTTL)
 }
 
 func oneItem() NewOrder {
@@ -190,5 +191,52 @@ func TestParseIdempotencyKey(t *testing.T) {
 		if _, err := ParseIdempotencyKey(raw); !errors.Is(err, fault.ErrInvalid) {
 			t.Errorf("ParseIdempotencyKey(%q) = %v, want invalid", raw, err)
 		}
+	}
+}
+
+// TestKeysAreForgottenAfterTheWindow: within DefaultKeyTTL a retry answers the same order;
+// after it the key is free again, whether or not the pruner has run; the pruner removes old
+// keys in batches and keeps the recent ones.
+func TestKeysAreForgottenAfterTheWindow(t *testing.T) {
+	for name, open := range stores() {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			store := open(t)
+			svc := newTestService(store, newFakeCatalog())
+			user := uuid.New()
+			req := oneItem()
+			// Orders placed with keys 23 h and 25 h ago.
+			for key, age := range map[string]time.Duration{"recent": 23 * time.Hour, "old": 25 * time.Hour} {
+				id := uuid.New()
+				if _, claimed, err := store.ClaimKey(ctx, Claim{UserID: user, Key: key, RequestHash: req.hash(), OrderID: id, CreatedAt: now().Add(-age)}); err != nil || !claimed {
+					t.Fatal(claimed, err)
+				}
+				if err := store.CreateOrder(ctx, Order{ID: id, UserID: user, Status: StatusConfirmed, Currency: "EUR", CreatedAt: now().Add(-age),
+					Items: []Item{{ProductID: req.Items[0].ProductID, Quantity: 2, UnitPriceCents: 100}}, TotalCents: 200}, key); err != nil {
+					t.Fatal(err)
+				}
+			}
+			recent, replayed, err := svc.Place(ctx, user, "token", "recent", req)
+			if err != nil || !replayed {
+				t.Errorf("a retry 23 h later = %v, replayed %v; want the same order again", err, replayed)
+			}
+			old, replayed, err := svc.Place(ctx, user, "token", "old", req)
+			if err != nil || replayed || old.ID == recent.ID {
+				t.Errorf("a key reused 25 h later = %+v, replayed %v, %v; want a new order", old.ID, replayed, err)
+			}
+
+			// The pruner: three more old keys, removed two at a time; the fresh ones stay.
+			for i := range 3 {
+				if _, _, err := store.ClaimKey(ctx, Claim{UserID: user, Key: fmt.Sprint("stale-", i), RequestHash: "h", OrderID: uuid.New(), CreatedAt: now().Add(-48 * time.Hour)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if n, err := svc.ExpireKeys(ctx, 2); err != nil || n != 3 { // "recent" is 23 h old: kept
+				t.Errorf("ExpireKeys = %d, %v; want the 3 stale keys", n, err)
+			}
+			if c, claimed, err := store.ClaimKey(ctx, Claim{UserID: user, Key: "old", RequestHash: "other", OrderID: uuid.New(), CreatedAt: now()}); err != nil || claimed || c.OrderID != old.ID {
+				t.Errorf("the re-used key's new claim was pruned or changed: %+v, %v, %v", c, claimed, err)
+			}
+		})
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/google/uuid"
 )
@@ -44,6 +45,31 @@ func (m *MemoryStore) DeleteClaim(_ context.Context, userID uuid.UUID, key strin
 		delete(m.claims, claimKey{userID, key})
 	}
 	return nil
+}
+
+func (m *MemoryStore) ExpireClaim(_ context.Context, userID uuid.UUID, key string, before time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if c, ok := m.claims[claimKey{userID, key}]; ok && c.CreatedAt.Before(before) {
+		delete(m.claims, claimKey{userID, key})
+	}
+	return nil
+}
+
+func (m *MemoryStore) ExpireClaims(_ context.Context, before time.Time, limit int) (int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var n int64
+	for k, c := range m.claims {
+		if n == int64(limit) {
+			break
+		}
+		if c.CreatedAt.Before(before) {
+			delete(m.claims, k)
+			n++
+		}
+	}
+	return n, nil
 }
 
 func (m *MemoryStore) CreateOrder(_ context.Context, o Order, key string) error {

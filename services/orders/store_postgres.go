@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -56,6 +57,23 @@ func (s *PostgresStore) DeleteClaim(ctx context.Context, userID uuid.UUID, key s
 		return fmt.Errorf("drop idempotency key: %w", err)
 	}
 	return nil
+}
+
+func (s *PostgresStore) ExpireClaim(ctx context.Context, userID uuid.UUID, key string, before time.Time) error {
+	if _, err := s.pool.Exec(ctx, `DELETE FROM idempotency_keys WHERE user_id = $1 AND key = $2 AND created_at < $3`, userID, key, before); err != nil {
+		return fmt.Errorf("expire idempotency key: %w", err)
+	}
+	return nil
+}
+
+// ExpireClaims deletes one batch; rows another replica is deleting are skipped, not waited for.
+func (s *PostgresStore) ExpireClaims(ctx context.Context, before time.Time, limit int) (int64, error) {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM idempotency_keys WHERE (user_id, key) IN (
+		SELECT user_id, key FROM idempotency_keys WHERE created_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)`, before, limit)
+	if err != nil {
+		return 0, fmt.Errorf("expire idempotency keys: %w", err)
+	}
+	return tag.RowsAffected(), nil
 }
 
 func (s *PostgresStore) CreateOrder(ctx context.Context, o Order, key string) error {

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/shopmesh/shopmesh/services/internal/jwtauth"
 
+	"github.com/shopmesh/shopmesh/services/internal/periodic"
 	"github.com/shopmesh/shopmesh/services/internal/pgdb"
 	"github.com/shopmesh/shopmesh/services/internal/web"
 )
@@ -43,7 +44,7 @@ func NewServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Serve
 		closeFn()
 		return nil, nil, err
 	}
-	stopPruning := pruneLoginFailures(svc, logger)
+	stopPruning := periodic.Start(time.Minute, logger, "pruning failed logins", svc.PruneLoginFailures)
 	release := func() { stopPruning(); closeFn() }
 	if cfg.AdminEmail != "" {
 		created, err := svc.EnsureAdmin(ctx, cfg.AdminEmail, cfg.AdminPassword)
@@ -58,30 +59,6 @@ func NewServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Serve
 	logger.Info("password checks", "concurrent", cfg.Limits.PasswordChecks, "wait", cfg.Limits.PasswordWait.String(),
 		"login_max_failures", cfg.Limits.Login.MaxFailures, "login_lock", cfg.Limits.Login.Lock.String())
 	return srv, release, nil
-}
-
-// pruneLoginFailures forgets old failed logins once a minute until the returned func is called.
-func pruneLoginFailures(svc *Service, logger *slog.Logger) func() {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		tick := time.NewTicker(time.Minute)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-				if n, err := svc.PruneLoginFailures(ctx); err != nil && ctx.Err() == nil {
-					logger.Warn("pruning failed logins", "error", err)
-				} else if n > 0 {
-					logger.Debug("pruned failed logins", "rows", n)
-				}
-			}
-		}
-	}()
-	return func() { cancel(); <-done }
 }
 
 // newSigner signs with, in order: the key file, the key shared through the database, or a key

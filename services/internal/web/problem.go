@@ -63,6 +63,9 @@ func toProblem(err error, bodyLimit int) Problem {
 	return p
 }
 
+// StatusOf is the HTTP status the error handler answers err with.
+func StatusOf(err error) int { return toProblem(err, 0).Status }
+
 func kindStatus(err error) int {
 	switch {
 	case errors.Is(err, fault.ErrNotFound):
