@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -40,6 +41,15 @@ func (p *ProductsClient) Reserve(ctx context.Context, token string, orderID uuid
 // Release gives back the stock reserved for orderID; releasing nothing is not an error.
 func (p *ProductsClient) Release(ctx context.Context, token string, orderID uuid.UUID) error {
 	return p.do(ctx, http.MethodDelete, "/reservations/"+orderID.String(), token, nil, nil, http.StatusNoContent)
+}
+
+// Confirm makes orderID's reservation permanent; ErrReservationGone when it expired first.
+func (p *ProductsClient) Confirm(ctx context.Context, orderID uuid.UUID) error {
+	err := p.do(ctx, http.MethodPost, "/reservations/"+orderID.String()+"/confirm", "", nil, nil, http.StatusOK)
+	if errors.Is(err, fault.ErrNotFound) {
+		return ErrReservationGone
+	}
+	return err
 }
 
 // Ping checks that products answers its liveness probe.
@@ -87,6 +97,8 @@ func (p *ProductsClient) do(ctx context.Context, method, path, token string, bod
 		return fault.New(fault.ErrConflict, problem.Detail)
 	case http.StatusUnprocessableEntity: // an unknown product, for one
 		return fault.New(fault.ErrInvalid, problem.Detail)
+	case http.StatusNotFound:
+		return fault.New(fault.ErrNotFound, problem.Detail)
 	}
 	return fault.New(fault.ErrUnavailable, fmt.Sprintf("the products service answered %d to %s %s; retry later", resp.StatusCode, method, path))
 }

@@ -58,7 +58,14 @@ var (
 	ErrKeyReused     = fault.New(fault.ErrInvalid, "this Idempotency-Key was already used with a different request body; use a new key for a new order")
 	ErrKeyInProgress = fault.New(fault.ErrConflict, "a request with this Idempotency-Key is still being processed; retry shortly")
 	ErrMixedCurrency = fault.New(fault.ErrInvalid, "all products of one order must be priced in the same currency")
+	// ErrReservationGone: products released the reservation (it expired) before orders confirmed it.
+	ErrReservationGone   = errors.New("the reservation expired before it was confirmed")
+	errReservationEnding = fault.Retry(fault.ErrUnavailable, "the stock held for this order was about to be released; place the order again", time.Second)
 )
+
+// confirmMargin: an order is stored only while its reservation has at least this long left, so
+// that the confirmation after the commit (or the reconciler's) reaches products before expiry.
+const confirmMargin = time.Minute
 
 // Cursor is the position after the last order of a page: newest first, ties broken by id.
 type Cursor struct {
@@ -87,6 +94,11 @@ type Store interface {
 	// drops up to limit claims made before before, and says how many.
 	ExpireClaim(ctx context.Context, userID uuid.UUID, key string, before time.Time) error
 	ExpireClaims(ctx context.Context, before time.Time, limit int) (int64, error)
+	// CreateOrder stores an order as not yet confirmed with products; MarkStockConfirmed
+	// records that it was; Unconfirmed lists up to limit orders created before before that
+	// were not.
+	MarkStockConfirmed(ctx context.Context, id uuid.UUID) error
+	Unconfirmed(ctx context.Context, before time.Time, limit int) ([]uuid.UUID, error)
 }
 
 // DefaultKeyTTL is how long an Idempotency-Key is remembered: a retry within it answers the
@@ -99,6 +111,7 @@ const DefaultKeyTTL = 24 * time.Hour
 type Catalog interface {
 	Reserve(ctx context.Context, token string, orderID uuid.UUID, lines []stockapi.Line) (stockapi.Reservation, error)
 	Release(ctx context.Context, token string, orderID uuid.UUID) error
+	Confirm(ctx context.Context, orderID uuid.UUID) error
 }
 
 // Service places orders.
@@ -165,7 +178,9 @@ func ParseIdempotencyKey(raw string) (string, error) {
 	}
 	ok := key != "" && len(key) <= MaxKeyLen
 	for _, r := range key {
-		ok = ok && r > ' ' && r < 0x7f
+		// Visible ASCII; no quote or backslash, which a structured-field string would have to
+		// escape (found by FuzzParseIdempotencyKey: `""""` was accepted as `""`).
+		ok = ok && r > ' ' && r < 0x7f && r != '"' && r != '\\'
 	}
 	if !ok {
 		var v fault.Validation
@@ -218,6 +233,12 @@ func (s *Service) Place(ctx context.Context, userID uuid.UUID, token, key string
 		s.undo(ctx, userID, token, key, orderID, !definite)
 		return Order{}, false, err
 	}
+	if res.ExpiresAt != nil && res.ExpiresAt.Sub(now()) < confirmMargin {
+		// Finishing a claim whose reservation is almost spent: start over rather than store an
+		// order whose stock may be released before it is confirmed.
+		s.undo(ctx, userID, token, key, orderID, true)
+		return Order{}, false, errReservationEnding
+	}
 	o = Order{ID: orderID, UserID: userID, Status: StatusConfirmed, CreatedAt: now()}
 	for i, it := range res.Items {
 		if i == 0 {
@@ -234,10 +255,58 @@ func (s *Service) Place(ctx context.Context, userID uuid.UUID, token, key string
 			existing, gerr := s.store.Get(ctx, userID, orderID)
 			return existing, true, gerr
 		}
-		s.undo(ctx, userID, token, key, orderID, true)
+		// The commit may or may not have happened (a connection lost during COMMIT looks
+		// like any other error): releasing now could give away the stock of a stored order.
+		// Either way the reservation is pending: the reconciler confirms it if the order is
+		// there, and products releases it at its expiry if not.
+		s.undo(ctx, userID, token, key, orderID, false)
 		return Order{}, false, fmt.Errorf("store order: %w", err)
 	}
+	s.confirm(ctx, orderID)
 	return o, false, nil
+}
+
+// confirm tells products that orderID's reservation belongs to a stored order. A failure is
+// logged and left to the reconciler.
+func (s *Service) confirm(ctx context.Context, orderID uuid.UUID) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	err := s.catalog.Confirm(ctx, orderID)
+	if err == nil {
+		err = s.store.MarkStockConfirmed(ctx, orderID)
+	}
+	if err != nil {
+		s.logger.WarnContext(ctx, "confirming the reservation of a stored order; the reconciler will retry", "order_id", orderID, "error", err)
+	}
+}
+
+// ReconcileStock confirms the reservations of stored orders that were not confirmed yet —
+// after a crash between the commit and the confirmation, or a products outage — oldest first,
+// up to 100 a run; it runs at start-up and then periodically, on every replica (confirming is
+// idempotent). It returns how many it confirmed.
+func (s *Service) ReconcileStock(ctx context.Context) (int64, error) {
+	ids, err := s.store.Unconfirmed(ctx, now(), 100)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, id := range ids {
+		err := s.catalog.Confirm(ctx, id)
+		if errors.Is(err, ErrReservationGone) {
+			// Orders or products were down for longer than the reservation's lifetime: the
+			// stock went back before the order's confirmation reached products.
+			s.logger.ErrorContext(ctx, "a stored order's reservation expired before it was confirmed; its stock is not held", "order_id", id)
+			err = nil
+		}
+		if err != nil {
+			return n, fmt.Errorf("confirm order %s: %w", id, err)
+		}
+		if err := s.store.MarkStockConfirmed(ctx, id); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
 }
 
 // undo releases what a failed Place took: the reservation (when one may exist) and the key's

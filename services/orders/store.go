@@ -16,14 +16,15 @@ type claimKey struct {
 
 // MemoryStore keeps orders in memory; the default when no database is configured.
 type MemoryStore struct {
-	mu     sync.Mutex
-	orders map[uuid.UUID]Order
-	claims map[claimKey]Claim
+	mu          sync.Mutex
+	orders      map[uuid.UUID]Order
+	claims      map[claimKey]Claim
+	unconfirmed map[uuid.UUID]bool // orders whose reservation products has not confirmed
 }
 
 // NewMemoryStore returns an empty store.
 func NewMemoryStore() *MemoryStore {
-	return &MemoryStore{orders: map[uuid.UUID]Order{}, claims: map[claimKey]Claim{}}
+	return &MemoryStore{orders: map[uuid.UUID]Order{}, claims: map[claimKey]Claim{}, unconfirmed: map[uuid.UUID]bool{}}
 }
 
 func (m *MemoryStore) ClaimKey(_ context.Context, c Claim) (Claim, bool, error) {
@@ -80,6 +81,7 @@ func (m *MemoryStore) CreateOrder(_ context.Context, o Order, key string) error 
 	}
 	o.Items = append([]Item(nil), o.Items...)
 	m.orders[o.ID] = o
+	m.unconfirmed[o.ID] = true
 	if key != "" {
 		k := claimKey{o.UserID, key}
 		c := m.claims[k]
@@ -115,4 +117,28 @@ func (m *MemoryStore) List(_ context.Context, userID uuid.UUID, after *Cursor, l
 		out = out[:limit]
 	}
 	return out, nil
+}
+
+func (m *MemoryStore) MarkStockConfirmed(_ context.Context, id uuid.UUID) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.unconfirmed, id)
+	return nil
+}
+
+func (m *MemoryStore) Unconfirmed(_ context.Context, before time.Time, limit int) ([]uuid.UUID, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []Order
+	for id := range m.unconfirmed {
+		if o := m.orders[id]; o.CreatedAt.Before(before) {
+			out = append(out, o)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
+	ids := make([]uuid.UUID, 0, min(limit, len(out)))
+	for _, o := range out[:min(limit, len(out))] {
+		ids = append(ids, o.ID)
+	}
+	return ids, nil
 }

@@ -78,8 +78,8 @@ func (s *PostgresStore) ExpireClaims(ctx context.Context, before time.Time, limi
 
 func (s *PostgresStore) CreateOrder(ctx context.Context, o Order, key string) error {
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO orders (id, user_id, status, total_cents, currency, created_at)
-			VALUES ($1, $2, $3, $4, $5, $6)`, o.ID, o.UserID, o.Status, o.TotalCents, o.Currency, o.CreatedAt); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO orders (id, user_id, status, total_cents, currency, created_at, stock_confirmed)
+			VALUES ($1, $2, $3, $4, $5, $6, false)`, o.ID, o.UserID, o.Status, o.TotalCents, o.Currency, o.CreatedAt); err != nil {
 			return err
 		}
 		for _, it := range o.Items {
@@ -177,4 +177,23 @@ func (s *PostgresStore) loadItems(ctx context.Context, orders []Order) error {
 		orders[index[id]].Items = append(orders[index[id]].Items, it)
 	}
 	return rows.Err()
+}
+
+func (s *PostgresStore) MarkStockConfirmed(ctx context.Context, id uuid.UUID) error {
+	if _, err := s.pool.Exec(ctx, `UPDATE orders SET stock_confirmed = true WHERE id = $1`, id); err != nil {
+		return fmt.Errorf("mark order %s confirmed: %w", id, err)
+	}
+	return nil
+}
+
+func (s *PostgresStore) Unconfirmed(ctx context.Context, before time.Time, limit int) ([]uuid.UUID, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id FROM orders WHERE NOT stock_confirmed AND created_at < $1 ORDER BY created_at LIMIT $2`, before, limit)
+	if err != nil {
+		return nil, fmt.Errorf("unconfirmed orders: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	if err != nil {
+		return nil, fmt.Errorf("unconfirmed orders: %w", err)
+	}
+	return ids, nil
 }

@@ -1,6 +1,8 @@
 package products
 
 import (
+	"time"
+
 	"github.com/shopmesh/shopmesh/services/internal/envconf"
 	"github.com/shopmesh/shopmesh/services/internal/jwtauth"
 	"github.com/shopmesh/shopmesh/services/internal/mtls"
@@ -16,17 +18,23 @@ type Config struct {
 	Auth     jwtauth.VerifyConfig
 	Database pgdb.Config
 	SeedDemo bool // SEED_DEMO_CATALOG: add the demo catalog at start (idempotent)
+	// RESERVATION_TTL: how long a reservation stays pending before its stock goes back, unless
+	// orders confirms it; RESERVATION_SWEEP: how often expired ones are looked for.
+	ReservationTTL   time.Duration
+	ReservationSweep time.Duration
 }
 
 // LoadConfig reads and validates the configuration.
 func LoadConfig(getenv func(string) string) (Config, error) {
 	r := envconf.New(getenv)
 	c := Config{
-		HTTP:     web.ReadConfig(r, "products", ":8082"),
-		TLS:      mtls.ReadConfig(r, pki.AllowedCallers("products"), ":9082"),
-		Auth:     jwtauth.ReadVerifyConfig(r),
-		Database: pgdb.ReadConfig(r, "products"),
-		SeedDemo: r.Bool("SEED_DEMO_CATALOG", true),
+		HTTP:             web.ReadConfig(r, "products", ":8082"),
+		TLS:              mtls.ReadConfig(r, pki.AllowedCallers("products"), ":9082"),
+		Auth:             jwtauth.ReadVerifyConfig(r),
+		Database:         pgdb.ReadConfig(r, "products"),
+		SeedDemo:         r.Bool("SEED_DEMO_CATALOG", true),
+		ReservationTTL:   r.Duration("RESERVATION_TTL", 15*time.Minute),
+		ReservationSweep: r.Duration("RESERVATION_SWEEP", 30*time.Second),
 	}
 	c.TLS.CheckURL(r, "JWKS_URL", c.Auth.JWKSURL)
 	return c, r.Err()

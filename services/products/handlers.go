@@ -2,6 +2,7 @@ package products
 
 import (
 	"net/http"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
@@ -83,13 +84,14 @@ func handleUpdate(store Store) echo.HandlerFunc {
 	}
 }
 
-func handleReserve(store Store) echo.HandlerFunc {
+func handleReserve(store Store, ttl time.Duration) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		var req ReservationRequest
 		if err := web.Bind(c, &req); err != nil {
 			return err
 		}
-		r, created, err := store.Reserve(c.Request().Context(), req.OrderID, req.Items, now())
+		at := now()
+		r, created, err := store.Reserve(c.Request().Context(), req.OrderID, req.Items, at, at.Add(ttl))
 		if err != nil {
 			return err
 		}
@@ -108,6 +110,21 @@ func handleGetReservation(store Store) echo.HandlerFunc {
 			return err
 		}
 		r, err := store.GetReservation(c.Request().Context(), id)
+		if err != nil {
+			return err
+		}
+		return c.JSON(http.StatusOK, r)
+	}
+}
+
+func handleConfirm(store Store) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		id, err := pathID(c, "order_id", ErrReservationNotFound)
+		if err != nil {
+			return err
+		}
+		// Confirming twice is fine: orders retries until it hears back.
+		r, err := store.Confirm(c.Request().Context(), id)
 		if err != nil {
 			return err
 		}

@@ -42,6 +42,8 @@ var (
 	ErrProductNotFound     = fault.New(fault.ErrNotFound, "product not found")
 	ErrReservationNotFound = fault.New(fault.ErrNotFound, "no reservation for this order")
 	ErrReservationMismatch = fault.New(fault.ErrConflict, "this order already holds a reservation for other items")
+	// ErrReservationConfirmed refuses to release the stock of an order that was stored.
+	ErrReservationConfirmed = fault.New(fault.ErrConflict, "this reservation is confirmed: its order exists, and its stock is sold")
 )
 
 // UnknownProductError: a reservation names a product that does not exist.
@@ -66,21 +68,33 @@ func (c Cursor) After(p Product) bool {
 	return p.Name > c.Name || (p.Name == c.Name && p.ID.String() > c.ID.String())
 }
 
+// Reservation statuses.
+const (
+	StatusPending   = stockapi.StatusPending
+	StatusConfirmed = stockapi.StatusConfirmed
+)
+
 // Store keeps products and reservations.
 //
 // List returns up to limit products after the cursor (from the start when nil). Reserve takes
 // stock for every line or for none; calling it again with the same order and lines returns the
 // first reservation (created false); with other lines it returns ErrReservationMismatch.
-// Release gives a reservation's stock back and reports whether there was one.
+// A new reservation is pending until expiresAt; Confirm makes it permanent (and returns
+// ErrReservationNotFound when there is none: released, or expired). Release gives a pending
+// reservation's stock back and reports whether there was one; a confirmed one is
+// ErrReservationConfirmed. ExpirePending releases up to limit pending reservations past their
+// expiry and says how many; replicas running it at once release each one once.
 type Store interface {
 	List(ctx context.Context, after *Cursor, limit int) ([]Product, error)
 	Get(ctx context.Context, id uuid.UUID) (Product, error)
 	Create(ctx context.Context, p Product) error
 	Update(ctx context.Context, p Product) (Product, error)
 	Seed(ctx context.Context, ps []Product) (int, error)
-	Reserve(ctx context.Context, orderID uuid.UUID, lines []Line, now time.Time) (r Reservation, created bool, err error)
+	Reserve(ctx context.Context, orderID uuid.UUID, lines []Line, now, expiresAt time.Time) (r Reservation, created bool, err error)
 	GetReservation(ctx context.Context, orderID uuid.UUID) (Reservation, error)
+	Confirm(ctx context.Context, orderID uuid.UUID) (Reservation, error)
 	Release(ctx context.Context, orderID uuid.UUID) (bool, error)
+	ExpirePending(ctx context.Context, now time.Time, limit int) (int64, error)
 }
 
 // ProductInput is the body of POST /products and PUT /products/{id}.

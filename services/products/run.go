@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/shopmesh/shopmesh/services/internal/periodic"
 	"github.com/shopmesh/shopmesh/services/internal/pgdb"
 	"github.com/shopmesh/shopmesh/services/internal/web"
 )
@@ -44,6 +45,10 @@ func NewServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Serve
 		logger.Info("demo catalog", "added", n)
 	}
 	verifier := cfg.Auth.NewRemoteVerifier(&http.Client{Timeout: 5 * time.Second, Transport: srv.Tracing.Transport(jwks, "users")})
-	addRoutes(srv.Echo, store, verifier)
-	return srv, closeFn, nil
+	addRoutes(srv.Echo, store, verifier, cfg.ReservationTTL)
+	// Any replica may sweep: each expired reservation is released once.
+	stopSweep := periodic.Start(cfg.ReservationSweep, logger, "releasing expired reservations", func(ctx context.Context) (int64, error) {
+		return store.ExpirePending(ctx, now(), 500)
+	})
+	return srv, func() { stopSweep(); closeFn() }, nil
 }

@@ -87,7 +87,7 @@ func (m *MemoryStore) Seed(_ context.Context, ps []Product) (int, error) {
 	return n, nil
 }
 
-func (m *MemoryStore) Reserve(_ context.Context, orderID uuid.UUID, lines []Line, at time.Time) (Reservation, bool, error) {
+func (m *MemoryStore) Reserve(_ context.Context, orderID uuid.UUID, lines []Line, at, expiresAt time.Time) (Reservation, bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if r, ok := m.reservations[orderID]; ok {
@@ -107,7 +107,7 @@ func (m *MemoryStore) Reserve(_ context.Context, orderID uuid.UUID, lines []Line
 			return Reservation{}, false, InsufficientStockError(l.ProductID, l.Quantity, p.Stock)
 		}
 	}
-	r := Reservation{OrderID: orderID, CreatedAt: at}
+	r := Reservation{OrderID: orderID, Status: StatusPending, CreatedAt: at, ExpiresAt: &expiresAt}
 	for _, l := range lines {
 		p := m.products[l.ProductID]
 		p.Stock -= l.Quantity
@@ -129,6 +129,34 @@ func (m *MemoryStore) GetReservation(_ context.Context, orderID uuid.UUID) (Rese
 	return r, nil
 }
 
+func (m *MemoryStore) Confirm(_ context.Context, orderID uuid.UUID) (Reservation, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r, ok := m.reservations[orderID]
+	if !ok {
+		return Reservation{}, ErrReservationNotFound
+	}
+	r.Status, r.ExpiresAt = StatusConfirmed, nil
+	m.reservations[orderID] = r
+	return r, nil
+}
+
+func (m *MemoryStore) ExpirePending(_ context.Context, now time.Time, limit int) (int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var n int64
+	for id, r := range m.reservations {
+		if n == int64(limit) {
+			break
+		}
+		if r.Status == StatusPending && r.ExpiresAt != nil && r.ExpiresAt.Before(now) {
+			m.releaseLocked(id, r)
+			n++
+		}
+	}
+	return n, nil
+}
+
 func (m *MemoryStore) Release(_ context.Context, orderID uuid.UUID) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -136,6 +164,14 @@ func (m *MemoryStore) Release(_ context.Context, orderID uuid.UUID) (bool, error
 	if !ok {
 		return false, nil
 	}
+	if r.Status == StatusConfirmed {
+		return false, ErrReservationConfirmed
+	}
+	m.releaseLocked(orderID, r)
+	return true, nil
+}
+
+func (m *MemoryStore) releaseLocked(orderID uuid.UUID, r Reservation) {
 	for _, it := range r.Items {
 		if p, ok := m.products[it.ProductID]; ok {
 			p.Stock += it.Quantity
@@ -143,5 +179,4 @@ func (m *MemoryStore) Release(_ context.Context, orderID uuid.UUID) (bool, error
 		}
 	}
 	delete(m.reservations, orderID)
-	return true, nil
 }

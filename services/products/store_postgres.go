@@ -111,7 +111,7 @@ func (s *PostgresStore) Seed(ctx context.Context, ps []Product) (int, error) {
 	return n, nil
 }
 
-func (s *PostgresStore) Reserve(ctx context.Context, orderID uuid.UUID, lines []Line, at time.Time) (Reservation, bool, error) {
+func (s *PostgresStore) Reserve(ctx context.Context, orderID uuid.UUID, lines []Line, at, expiresAt time.Time) (Reservation, bool, error) {
 	var (
 		res     Reservation
 		created bool
@@ -119,8 +119,8 @@ func (s *PostgresStore) Reserve(ctx context.Context, orderID uuid.UUID, lines []
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		// A concurrent Reserve for the same order waits here on the primary key until the
 		// first one commits or rolls back.
-		tag, err := tx.Exec(ctx, `INSERT INTO reservations (order_id, created_at) VALUES ($1, $2)
-			ON CONFLICT (order_id) DO NOTHING`, orderID, at)
+		tag, err := tx.Exec(ctx, `INSERT INTO reservations (order_id, created_at, status, expires_at) VALUES ($1, $2, 'pending', $3)
+			ON CONFLICT (order_id) DO NOTHING`, orderID, at, expiresAt)
 		if err != nil {
 			return err
 		}
@@ -135,7 +135,7 @@ func (s *PostgresStore) Reserve(ctx context.Context, orderID uuid.UUID, lines []
 			res = existing
 			return nil
 		}
-		res = Reservation{OrderID: orderID, CreatedAt: at}
+		res = Reservation{OrderID: orderID, Status: StatusPending, CreatedAt: at, ExpiresAt: &expiresAt}
 		for _, l := range sortLines(lines) {
 			var item ReservedLine
 			// The guard in WHERE makes the check and the decrement one atomic step.
@@ -177,7 +177,7 @@ type querier interface {
 
 func getReservation(ctx context.Context, q querier, orderID uuid.UUID) (Reservation, error) {
 	r := Reservation{OrderID: orderID}
-	err := q.QueryRow(ctx, `SELECT created_at FROM reservations WHERE order_id = $1`, orderID).Scan(&r.CreatedAt)
+	err := q.QueryRow(ctx, `SELECT created_at, status, expires_at FROM reservations WHERE order_id = $1`, orderID).Scan(&r.CreatedAt, &r.Status, &r.ExpiresAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Reservation{}, ErrReservationNotFound
 	}
@@ -185,6 +185,10 @@ func getReservation(ctx context.Context, q querier, orderID uuid.UUID) (Reservat
 		return Reservation{}, err
 	}
 	r.CreatedAt = r.CreatedAt.UTC()
+	if r.ExpiresAt != nil {
+		t := r.ExpiresAt.UTC()
+		r.ExpiresAt = &t
+	}
 	rows, err := q.Query(ctx, `SELECT product_id, quantity, unit_price_cents, currency FROM reservation_items
 		WHERE order_id = $1 ORDER BY product_id`, orderID)
 	if err != nil {
@@ -202,28 +206,87 @@ func (s *PostgresStore) GetReservation(ctx context.Context, orderID uuid.UUID) (
 	return r, err
 }
 
-func (s *PostgresStore) Release(ctx context.Context, orderID uuid.UUID) (bool, error) {
-	released := false
+func (s *PostgresStore) Confirm(ctx context.Context, orderID uuid.UUID) (Reservation, error) {
+	tag, err := s.pool.Exec(ctx, `UPDATE reservations SET status = 'confirmed', expires_at = NULL WHERE order_id = $1`, orderID)
+	if err != nil {
+		return Reservation{}, fmt.Errorf("confirm reservation for order %s: %w", orderID, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return Reservation{}, ErrReservationNotFound
+	}
+	return s.GetReservation(ctx, orderID)
+}
+
+// ExpirePending releases one batch of expired pending reservations in one transaction. The
+// rows are locked as they are chosen and rows another replica holds are skipped, so replicas
+// running it at once never release one reservation twice.
+func (s *PostgresStore) ExpirePending(ctx context.Context, now time.Time, limit int) (int64, error) {
+	var n int64
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `DELETE FROM reservation_items WHERE order_id = $1 RETURNING product_id, quantity`, orderID)
+		rows, err := tx.Query(ctx, `SELECT order_id FROM reservations WHERE status = 'pending' AND expires_at < $1
+			ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED`, now, limit)
 		if err != nil {
 			return err
 		}
-		lines, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Line])
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
 		if err != nil {
 			return err
 		}
-		for _, l := range sortLines(lines) {
-			if _, err := tx.Exec(ctx, `UPDATE products SET stock = stock + $2 WHERE id = $1`, l.ProductID, l.Quantity); err != nil {
+		for _, id := range ids {
+			if err := releaseIn(ctx, tx, id); err != nil {
 				return err
 			}
 		}
-		tag, err := tx.Exec(ctx, `DELETE FROM reservations WHERE order_id = $1`, orderID)
-		released = tag.RowsAffected() > 0
-		return err
+		n = int64(len(ids))
+		return nil
 	})
+	if err != nil {
+		return 0, fmt.Errorf("expire pending reservations: %w", err)
+	}
+	return n, nil
+}
+
+func (s *PostgresStore) Release(ctx context.Context, orderID uuid.UUID) (bool, error) {
+	released := false
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var status string
+		err := tx.QueryRow(ctx, `SELECT status FROM reservations WHERE order_id = $1 FOR UPDATE`, orderID).Scan(&status)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if status == StatusConfirmed {
+			return ErrReservationConfirmed
+		}
+		released = true
+		return releaseIn(ctx, tx, orderID)
+	})
+	if errors.Is(err, ErrReservationConfirmed) {
+		return false, err
+	}
 	if err != nil {
 		return false, fmt.Errorf("release reservation for order %s: %w", orderID, err)
 	}
 	return released, nil
+}
+
+// releaseIn gives a reservation's stock back and deletes it, in tx.
+func releaseIn(ctx context.Context, tx pgx.Tx, orderID uuid.UUID) error {
+	rows, err := tx.Query(ctx, `DELETE FROM reservation_items WHERE order_id = $1 RETURNING product_id, quantity`, orderID)
+	if err != nil {
+		return err
+	}
+	lines, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Line])
+	if err != nil {
+		return err
+	}
+	for _, l := range sortLines(lines) {
+		if _, err := tx.Exec(ctx, `UPDATE products SET stock = stock + $2 WHERE id = $1`, l.ProductID, l.Quantity); err != nil {
+			return err
+		}
+	}
+	_, err = tx.Exec(ctx, `DELETE FROM reservations WHERE order_id = $1`, orderID)
+	return err
 }

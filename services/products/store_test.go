@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -131,7 +132,7 @@ func TestStoreReserve(t *testing.T) {
 
 		order := uuid.New()
 		lines := []Line{line(a.ID, 3), line(b.ID, 2)}
-		r, created, err := s.Reserve(ctx, order, lines, now())
+		r, created, err := s.Reserve(ctx, order, lines, now(), now().Add(time.Hour))
 		if err != nil || !created || len(r.Items) != 2 {
 			t.Fatalf("Reserve = %+v, %v, %v", r, created, err)
 		}
@@ -145,20 +146,20 @@ func TestStoreReserve(t *testing.T) {
 		}
 
 		// Same order, same lines: the first reservation again, nothing taken twice.
-		again, created, err := s.Reserve(ctx, order, []Line{line(b.ID, 2), line(a.ID, 3)}, now())
+		again, created, err := s.Reserve(ctx, order, []Line{line(b.ID, 2), line(a.ID, 3)}, now(), now().Add(time.Hour))
 		if err != nil || created || len(again.Items) != 2 || stock(a) != 2 {
 			t.Fatalf("repeat Reserve = %+v, %v, %v; stock a %d", again, created, err, stock(a))
 		}
-		if _, _, err := s.Reserve(ctx, order, []Line{line(a.ID, 1)}, now()); !errors.Is(err, ErrReservationMismatch) {
+		if _, _, err := s.Reserve(ctx, order, []Line{line(a.ID, 1)}, now(), now().Add(time.Hour)); !errors.Is(err, ErrReservationMismatch) {
 			t.Errorf("Reserve with other lines = %v, want ErrReservationMismatch", err)
 		}
 
 		// All or nothing: the second line fails, so the first takes nothing.
-		_, _, err = s.Reserve(ctx, uuid.New(), []Line{line(a.ID, 1), line(b.ID, 1)}, now())
+		_, _, err = s.Reserve(ctx, uuid.New(), []Line{line(a.ID, 1), line(b.ID, 1)}, now(), now().Add(time.Hour))
 		if !errors.Is(err, fault.ErrConflict) {
 			t.Errorf("Reserve beyond stock = %v, want a conflict", err)
 		}
-		_, _, err = s.Reserve(ctx, uuid.New(), []Line{line(a.ID, 1), line(uuid.New(), 1)}, now())
+		_, _, err = s.Reserve(ctx, uuid.New(), []Line{line(a.ID, 1), line(uuid.New(), 1)}, now(), now().Add(time.Hour))
 		if !errors.Is(err, fault.ErrInvalid) {
 			t.Errorf("Reserve of an unknown product = %v, want invalid", err)
 		}
@@ -200,7 +201,7 @@ func TestStoreReserveNeverOversells(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				_, _, err := s.Reserve(ctx, uuid.New(), []Line{line(p.ID, 1)}, now())
+				_, _, err := s.Reserve(ctx, uuid.New(), []Line{line(p.ID, 1)}, now(), now().Add(time.Hour))
 				switch {
 				case err == nil:
 					ok.Add(1)
@@ -237,7 +238,7 @@ func TestStoreReserveSameOrderConcurrently(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				_, c, err := s.Reserve(ctx, order, []Line{line(p.ID, 3)}, now())
+				_, c, err := s.Reserve(ctx, order, []Line{line(p.ID, 3)}, now(), now().Add(time.Hour))
 				if err != nil {
 					t.Error(fmt.Errorf("reserve: %w", err))
 				}
@@ -255,3 +256,68 @@ func TestStoreReserveSameOrderConcurrently(t *testing.T) {
 }
 
 func line(id uuid.UUID, qty int) Line { return Line{ProductID: id, Quantity: qty} }
+
+// TestReservationLifeCycle: a reservation is pending until confirmed; a confirmed one is never
+// released, by expiry or by Release; a pending one past its expiry gives its stock back, once,
+// however many sweepers run at the same time.
+func TestReservationLifeCycle(t *testing.T) {
+	forEachStore(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		p := product("Lamp", 100)
+		if err := s.Create(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		t0 := now()
+		confirmed, expiring, fresh := uuid.New(), uuid.New(), uuid.New()
+		for id, ttl := range map[uuid.UUID]time.Duration{confirmed: time.Minute, expiring: time.Minute, fresh: time.Hour} {
+			r, _, err := s.Reserve(ctx, id, []Line{line(p.ID, 10)}, t0, t0.Add(ttl))
+			if err != nil || r.Status != StatusPending || r.ExpiresAt == nil || !r.ExpiresAt.Equal(t0.Add(ttl)) {
+				t.Fatalf("Reserve = %+v, %v; want pending until %v", r, err, t0.Add(ttl))
+			}
+		}
+		if r, err := s.Confirm(ctx, confirmed); err != nil || r.Status != StatusConfirmed || r.ExpiresAt != nil {
+			t.Fatalf("Confirm = %+v, %v", r, err)
+		}
+		if r, err := s.Confirm(ctx, confirmed); err != nil || r.Status != StatusConfirmed {
+			t.Errorf("a second Confirm = %+v, %v; want the same confirmed reservation", r, err)
+		}
+		if _, err := s.Release(ctx, confirmed); !errors.Is(err, ErrReservationConfirmed) {
+			t.Errorf("Release of a confirmed reservation = %v, want ErrReservationConfirmed", err)
+		}
+
+		// Eight sweepers at once, two minutes later: the one expired pending reservation goes.
+		var wg sync.WaitGroup
+		var released atomic.Int64
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				n, err := s.ExpirePending(ctx, t0.Add(2*time.Minute), 100)
+				if err != nil {
+					t.Error(err)
+				}
+				released.Add(n)
+			}()
+		}
+		wg.Wait()
+		if released.Load() != 1 {
+			t.Errorf("sweepers released %d reservations, want 1", released.Load())
+		}
+		got, err := s.Get(ctx, p.ID)
+		if err != nil || got.Stock != 100-20 {
+			t.Errorf("stock = %d, %v; want 80: the confirmed and the fresh reservation keep theirs", got.Stock, err)
+		}
+		if _, err := s.GetReservation(ctx, expiring); !errors.Is(err, ErrReservationNotFound) {
+			t.Errorf("the expired reservation is still there: %v", err)
+		}
+		if _, err := s.Confirm(ctx, expiring); !errors.Is(err, ErrReservationNotFound) {
+			t.Errorf("Confirm after expiry = %v, want ErrReservationNotFound", err)
+		}
+		if r, err := s.GetReservation(ctx, fresh); err != nil || r.Status != StatusPending {
+			t.Errorf("the fresh reservation = %+v, %v; want still pending", r, err)
+		}
+		if r, err := s.GetReservation(ctx, confirmed); err != nil || r.Status != StatusConfirmed {
+			t.Errorf("the confirmed reservation = %+v, %v", r, err)
+		}
+	})
+}

@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// Start calls job every interval until the returned func is called, which waits for a running
+// Start calls job at once and then every interval until the returned func is called, which waits for a running
 // job to see its context cancelled and return. job reports how many things it did: a count of
 // zero is not logged, an error is logged as a warning, what is done at debug level.
 func Start(interval time.Duration, logger *slog.Logger, what string, job func(context.Context) (int64, error)) (stop func()) {
@@ -18,18 +18,20 @@ func Start(interval time.Duration, logger *slog.Logger, what string, job func(co
 		defer close(done)
 		tick := time.NewTicker(interval)
 		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-				n, err := job(ctx)
-				switch {
-				case err != nil && ctx.Err() == nil:
-					logger.Warn(what, "error", err)
-				case n > 0:
-					logger.Debug(what, "count", n)
+		for first := true; ; first = false {
+			if !first {
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
 				}
+			}
+			n, err := job(ctx)
+			switch {
+			case err != nil && ctx.Err() == nil:
+				logger.Warn(what, "error", err)
+			case n > 0:
+				logger.Debug(what, "count", n)
 			}
 		}
 	}()

@@ -25,12 +25,22 @@ type ReservedLine struct {
 	Currency       string    `json:"currency"`
 }
 
-// Reservation holds stock for one order: the body of 200/201 from POST /reservations.
+// Reservation holds stock for one order: the body of 200/201 from POST /reservations. It is
+// pending until orders confirms it, after storing the order; a pending reservation past
+// ExpiresAt is released, a confirmed one never.
 type Reservation struct {
 	OrderID   uuid.UUID      `json:"order_id"`
+	Status    string         `json:"status"`
 	Items     []ReservedLine `json:"items"`
 	CreatedAt time.Time      `json:"created_at"`
+	ExpiresAt *time.Time     `json:"expires_at,omitempty"` // pending only
 }
+
+// Reservation statuses.
+const (
+	StatusPending   = "pending"
+	StatusConfirmed = "confirmed"
+)
 
 // ReservationRequest is the body of POST /reservations.
 type ReservationRequest struct {
