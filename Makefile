@@ -12,7 +12,7 @@ ACTIONLINT  ?= github.com/rhysd/actionlint/cmd/actionlint@v1.7.7
 # The Dockerfile linter of Docker's VS Code extension, from the npm registry (needs Node.js).
 DOCKERFILE_LINT ?= dockerfile-utils@0.16.3
 
-.PHONY: run test lint build plan policy images push deploy tunnel destroy bench-gateway bench-login help
+.PHONY: run test lint build plan policy images push deploy tunnel destroy bench-gateway bench-login scenario-faults help
 
 help:
 	@echo "make run    start the gateway (:8080), users, products and orders locally (in memory; nothing to install)"
@@ -28,6 +28,7 @@ help:
 	@echo "make destroy STACK=dev|prod: pulumi destroy through the API tunnel"
 	@echo "make bench-gateway  the gateway against nginx on this machine (installs nginx and wrk)"
 	@echo "make bench-login    a login flood: the users service's peak memory and answers, with and without the bounds"
+	@echo "make scenario-faults  order traffic through crashes and outages; exit 1 on an invariant violation (DATABASE_URL, REDIS_URL)"
 
 # cmd/localshop is `shopmesh run` without the Pulumi program linked in: it builds in seconds.
 run:
@@ -87,3 +88,8 @@ bench-gateway:
 # Starts its own users service and gateway on 127.0.0.1:9100-9101; prints peak memory and statuses.
 bench-login:
 	bash scripts/bench-login.sh
+
+# Built with the faults tag, which alone lets orders be told to crash between reserve and store.
+scenario-faults:
+	$(GO) build -tags faults -o bin/shopmesh-faults ./cmd/shopmesh
+	bin/shopmesh-faults scenario faults

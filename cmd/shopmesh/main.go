@@ -31,6 +31,7 @@ commands:
   plan    --stack dev|prod [--json]: the Pulumi program's resources for a stack, offline
   scenario ratelimit [flags]: replay the rate-limiting test plan against the gateway
   scenario mtls: show mutual TLS between the services, and five calls it refuses
+  scenario faults: order traffic through crashes and outages, and the invariants after each (PostgreSQL and Redis)
   certs   init|issue|show: the platform CA and workload certificates (SPIFFE identities)
   policy  check --stack dev|prod | FILE: the policy pack on a plan, preview or export; list: the rules
   help    show this text
@@ -54,6 +55,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return runPolicy(ctx, args[2:], os.Stdin, stdout)
 	case "scenario":
 		return runScenario(ctx, args[2:], getenv, stdout)
+	case serviceCommand: // the fault scenario's service processes
+		return runService(ctx, args[2:], getenv, stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -7,13 +7,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/shopmesh/shopmesh/services/localshop"
 	"github.com/shopmesh/shopmesh/services/scenario"
 )
 
-const scenarioUsage = "usage: shopmesh scenario ratelimit [flags] | shopmesh scenario mtls"
+const scenarioUsage = "usage: shopmesh scenario ratelimit [flags] | shopmesh scenario mtls | shopmesh scenario faults [flags]"
 
 // runScenario dispatches `shopmesh scenario <name>`.
 func runScenario(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
@@ -25,6 +26,8 @@ func runScenario(ctx context.Context, args []string, getenv func(string) string,
 		return runRateLimit(ctx, args, stdout)
 	case "mtls":
 		return runMTLS(ctx, args, getenv, stdout)
+	case "faults":
+		return runFaults(ctx, args, getenv, stdout)
 	}
 	return fmt.Errorf("unknown scenario %q; %s", args[0], scenarioUsage)
 }
@@ -132,4 +135,37 @@ func answers(ctx context.Context, url string) bool {
 	}
 	resp.Body.Close()
 	return resp.StatusCode == http.StatusOK
+}
+
+// runFaults runs the fault scenario: its own shop, each service a process of this binary, on
+// fresh schemas of DATABASE_URL, with Redis behind a proxy it can cut.
+func runFaults(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	o := scenario.FaultOptions{DatabaseURL: getenv("DATABASE_URL"), RedisURL: getenv("REDIS_URL"), Workers: 4, Phase: 6 * time.Second}
+	fs := flag.NewFlagSet("shopmesh scenario faults", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	fs.IntVar(&o.Workers, "workers", o.Workers, "customers placing orders without pause")
+	fs.DurationVar(&o.Phase, "phase", o.Phase, "traffic per fault; the fault comes a third of the way in")
+	quiet := fs.Bool("quiet", false, "no progress lines")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	switch {
+	case !faultsBuild:
+		return errors.New("this binary has no fault injection: run the scenario with make scenario-faults (go run -tags faults ./cmd/shopmesh scenario faults)")
+	case o.DatabaseURL == "":
+		return errors.New("the fault scenario needs PostgreSQL: set DATABASE_URL (see README, Quick start); it creates and drops its own schemas")
+	case o.Workers < 1 || o.Phase < 3*time.Second:
+		return errors.New("workers must be at least 1 and phase at least 3s")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	o.Executable = exe
+	if !*quiet {
+		o.Progress = stdout
+	}
+	fmt.Fprintf(stdout, "fault scenario: %d customers ordering through the gateway; each fault %s into a %s phase\n", o.Workers, o.Phase/3, o.Phase)
+	_, err = scenario.Faults(ctx, o, stdout)
+	return err
 }

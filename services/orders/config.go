@@ -21,6 +21,9 @@ type Config struct {
 	ProductsURL     string        // PRODUCTS_URL: base URL of the products service
 	ProductsTimeout time.Duration // PRODUCTS_TIMEOUT: per call to products
 	KeyTTL          time.Duration // IDEMPOTENCY_KEY_TTL: how long an Idempotency-Key answers with its order
+	Reconcile       time.Duration // RECONCILE_INTERVAL: how often stored orders' reservations are confirmed
+	ConfirmMargin   time.Duration // CONFIRM_MARGIN: the least reservation lifetime an order is stored with
+	faults          faults
 }
 
 // LoadConfig reads and validates the configuration.
@@ -34,6 +37,9 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		ProductsURL:     r.String("PRODUCTS_URL", "http://127.0.0.1:8082"),
 		ProductsTimeout: r.Duration("PRODUCTS_TIMEOUT", 5*time.Second),
 		KeyTTL:          r.Duration("IDEMPOTENCY_KEY_TTL", DefaultKeyTTL),
+		Reconcile:       r.Duration("RECONCILE_INTERVAL", 30*time.Second),
+		ConfirmMargin:   r.Duration("CONFIRM_MARGIN", DefaultConfirmMargin),
+		faults:          readFaults(r),
 	}
 	if u, err := url.Parse(c.ProductsURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		r.Fail("PRODUCTS_URL", "must be an http(s) URL, got %q", c.ProductsURL)

@@ -130,7 +130,7 @@ func TestCrashPoints(t *testing.T) {
 }
 
 // TestAReservationNearItsEndIsNotUsed: finishing a stale claim whose reservation has less than
-// confirmMargin left gives the stock back and asks the client to try again, rather than storing
+// the confirm margin left gives the stock back and asks the client to try again, rather than storing
 // an order whose stock may go before it is confirmed.
 func TestAReservationNearItsEndIsNotUsed(t *testing.T) {
 	ctx := context.Background()

@@ -63,9 +63,10 @@ var (
 	errReservationEnding = fault.Retry(fault.ErrUnavailable, "the stock held for this order was about to be released; place the order again", time.Second)
 )
 
-// confirmMargin: an order is stored only while its reservation has at least this long left, so
-// that the confirmation after the commit (or the reconciler's) reaches products before expiry.
-const confirmMargin = time.Minute
+// DefaultConfirmMargin: an order is stored only while its reservation has at least this long
+// left, so that the confirmation after the commit (or the reconciler's) reaches products
+// before its expiry.
+const DefaultConfirmMargin = time.Minute
 
 // Cursor is the position after the last order of a page: newest first, ties broken by id.
 type Cursor struct {
@@ -121,12 +122,15 @@ type Service struct {
 	logger     *slog.Logger
 	staleAfter time.Duration // a pending claim older than this belongs to a request that died
 	keyTTL     time.Duration // an Idempotency-Key older than this is forgotten
+	margin     time.Duration // DefaultConfirmMargin, or CONFIRM_MARGIN
+	faults     faults
 }
 
 // NewService returns a service; staleAfter must exceed the longest a request can run, and
 // keyTTL must exceed staleAfter.
 func NewService(store Store, catalog Catalog, logger *slog.Logger, staleAfter, keyTTL time.Duration) *Service {
-	return &Service{store: store, catalog: catalog, logger: logger, staleAfter: staleAfter, keyTTL: max(keyTTL, 2*staleAfter)}
+	return &Service{store: store, catalog: catalog, logger: logger, staleAfter: staleAfter, keyTTL: max(keyTTL, 2*staleAfter),
+		margin: DefaultConfirmMargin}
 }
 
 // ExpireKeys forgets the Idempotency-Keys older than the window, in batches of batch, each
@@ -233,7 +237,8 @@ func (s *Service) Place(ctx context.Context, userID uuid.UUID, token, key string
 		s.undo(ctx, userID, token, key, orderID, !definite)
 		return Order{}, false, err
 	}
-	if res.ExpiresAt != nil && res.ExpiresAt.Sub(now()) < confirmMargin {
+	s.faults.afterReserve()
+	if res.ExpiresAt != nil && res.ExpiresAt.Sub(now()) < s.margin {
 		// Finishing a claim whose reservation is almost spent: start over rather than store an
 		// order whose stock may be released before it is confirmed.
 		s.undo(ctx, userID, token, key, orderID, true)

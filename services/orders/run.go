@@ -54,9 +54,10 @@ func NewServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Serve
 	stopExpiry := periodic.Start(10*time.Minute, logger, "expiring idempotency keys", func(ctx context.Context) (int64, error) {
 		return svc.ExpireKeys(ctx, 1000)
 	})
-	// At start-up and every 30 s: far inside products' RESERVATION_TTL, so that a stored
-	// order's reservation is confirmed long before it could expire.
-	stopReconcile := periodic.Start(30*time.Second, logger, "confirming stored orders' reservations", svc.ReconcileStock)
+	// At start-up and every RECONCILE_INTERVAL (30 s): far inside products' RESERVATION_TTL, so
+	// that a stored order's reservation is confirmed long before it could expire.
+	svc.faults, svc.margin = cfg.faults, cfg.ConfirmMargin
+	stopReconcile := periodic.Start(cfg.Reconcile, logger, "confirming stored orders' reservations", svc.ReconcileStock)
 	verifier := cfg.Auth.NewRemoteVerifier(&http.Client{Timeout: 5 * time.Second, Transport: srv.Tracing.Transport(jwks, "users")})
 	addRoutes(srv.Echo, svc, verifier)
 	return srv, func() { stopReconcile(); stopExpiry(); closeFn() }, nil
