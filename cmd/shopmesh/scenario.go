@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"time"
 
@@ -80,7 +79,7 @@ func runMTLS(ctx context.Context, args []string, getenv func(string) string, std
 		return errors.New("the mTLS scenario needs TLS_MODE=mtls (the default)")
 	}
 	gateway := "http://" + layout.Gateway.Addr
-	if answers(ctx, gateway+"/healthz") {
+	if scenario.Answers(ctx, gateway+"/healthz") {
 		fmt.Fprintf(stdout, "using the platform at %s (PKI %s)\n\n", gateway, layout.PKIDir)
 	} else {
 		fmt.Fprintf(stdout, "no platform at %s: starting one in this process (PKI %s)\n\n", gateway, layout.PKIDir)
@@ -106,7 +105,7 @@ func startShop(ctx context.Context, layout localshop.Layout, getenv func(string)
 	stop = func() { cancel(); <-done }
 	deadline := time.Now().Add(30 * time.Second)
 	for _, e := range append(layout.Services(), layout.Gateway) {
-		for !answers(ctx, layout.ProbeURL(e)+"/readyz") {
+		for !scenario.Answers(ctx, layout.ProbeURL(e)+"/readyz") {
 			select {
 			case err := <-done:
 				cancel()
@@ -120,21 +119,6 @@ func startShop(ctx context.Context, layout localshop.Layout, getenv func(string)
 		}
 	}
 	return stop, nil
-}
-
-func answers(ctx context.Context, url string) bool {
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return false
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return false
-	}
-	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
 }
 
 // runFaults runs the fault scenario: its own shop, each service a process of this binary, on

@@ -482,7 +482,7 @@ func (s *shopRun) check(ctx context.Context, row FaultRow) (FaultRow, error) {
 
 func waitReady(ctx context.Context, base string, within time.Duration) error {
 	deadline := time.Now().Add(within)
-	for !answers(ctx, base+"/readyz") {
+	for !Answers(ctx, base+"/readyz") {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%s was not ready within %v", base, within)
 		}
@@ -491,7 +491,8 @@ func waitReady(ctx context.Context, base string, within time.Duration) error {
 	return nil
 }
 
-func answers(ctx context.Context, url string) bool {
+// Answers reports whether url answers 200 within a second.
+func Answers(ctx context.Context, url string) bool {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
