@@ -57,6 +57,9 @@ routes:
 ROUTES
 HTTP_ADDR=127.0.0.1:9003 LOG_LEVEL=warn ROUTES_FILE="$work/routes.yaml" \
   JWKS_URL=http://127.0.0.1:9004/.well-known/jwks.json "$work/gateway" >/dev/null & pids+=($!)
+# The same gateway on its fasthttp engine (GATEWAY_ENGINE=fasthttp).
+HTTP_ADDR=127.0.0.1:9007 LOG_LEVEL=warn ROUTES_FILE="$work/routes.yaml" GATEWAY_ENGINE=fasthttp \
+  JWKS_URL=http://127.0.0.1:9004/.well-known/jwks.json "$work/gateway" >/dev/null & pids+=($!)
 # The same gateway with tracing on: 1 % of requests sampled, spans exported over OTLP/HTTP to the
 # trivial upstream, which accepts anything (the exporter's complaints about its answer go to
 # /dev/null with the rest of the log).
@@ -64,7 +67,7 @@ HTTP_ADDR=127.0.0.1:9006 LOG_LEVEL=warn ROUTES_FILE="$work/routes.yaml" \
   JWKS_URL=http://127.0.0.1:9004/.well-known/jwks.json OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:9001 \
   OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.01 "$work/gateway" >/dev/null 2>&1 & pids+=($!)
 
-wait_for http://127.0.0.1:9001/ ; wait_for http://127.0.0.1:9002/ ; wait_for http://127.0.0.1:9005/ ; wait_for http://127.0.0.1:9003/healthz ; wait_for http://127.0.0.1:9006/healthz ; wait_for http://127.0.0.1:9004/healthz
+wait_for http://127.0.0.1:9001/ ; wait_for http://127.0.0.1:9002/ ; wait_for http://127.0.0.1:9005/ ; wait_for http://127.0.0.1:9003/healthz ; wait_for http://127.0.0.1:9006/healthz ; wait_for http://127.0.0.1:9007/healthz ; wait_for http://127.0.0.1:9004/healthz
 curl -fsS -o /dev/null -X POST http://127.0.0.1:9004/users -H 'Content-Type: application/json' \
   -d '{"email":"bench@example.com","password":"bench-password","name":"Bench"}'
 token=$(curl -fsS -X POST http://127.0.0.1:9004/users/login -H 'Content-Type: application/json' \
@@ -91,7 +94,7 @@ echo
 echo "throughput: wrk -t$THREADS -c$CONNS -d$DURATION, 127.0.0.1, $(nproc) cores shared by load and servers"
 echo "(the machine's speed drifts between runs: the targets alternate and ratios are taken per round)"
 printf '%-10s %12s %10s %10s %10s\n' target req/s p50 p99 non-2xx
-gn="" gd="" pn="" tg=""
+gn="" gd="" pn="" tg="" fn=""
 # rps_<target> are set by wrk_run through eval.
 # shellcheck disable=SC2154
 for _ in $(seq 1 "$ROUNDS"); do
@@ -99,6 +102,8 @@ for _ in $(seq 1 "$ROUNDS"); do
   wrk_run nginx   http://127.0.0.1:9002/bench/x
   wrk_run gateway http://127.0.0.1:9003/bench/x "$auth"
   wrk_run plain   http://127.0.0.1:9005/bench/x
+  wrk_run fast    http://127.0.0.1:9007/bench/x "$auth"
+  fn="$fn $(awk -v f="$rps_fast" -v n="$rps_nginx" 'BEGIN {printf "%.3f", f/n}')"
   wrk_run traced  http://127.0.0.1:9006/bench/x "$auth"
   tg="$tg $(awk -v t="$rps_traced" -v g="$rps_gateway" 'BEGIN {printf "%.3f", t/g}')"
   gn="$gn $(awk -v g="$rps_gateway" -v n="$rps_nginx" 'BEGIN {printf "%.3f", g/n}')"
@@ -109,15 +114,17 @@ echo
 echo "gateway/nginx  per round:$gn   median $(echo "$gn" | median)   (target >= 0.80)"
 echo "gateway/direct per round:$gd   median $(echo "$gd" | median)"
 echo "plain/nginx    per round:$pn   median $(echo "$pn" | median)   (a bare httputil.ReverseProxy, for scale)"
+echo "fast/nginx     per round:$fn   median $(echo "$fn" | median)   (the fasthttp engine; target >= 0.80)"
 echo "traced/gateway per round:$tg   median $(echo "$tg" | median)   (tracing on, 1 % sampled, against off)"
 echo
 echo "latency at a fixed $RATE req/s (open loop, bench/load, ${DURATION})"
-for t in direct nginx gateway traced; do
+for t in direct nginx gateway fast traced; do
   case $t in direct) url=http://127.0.0.1:9001/bench/x ;; nginx) url=http://127.0.0.1:9002/bench/x ;; gateway) url=http://127.0.0.1:9003/bench/x ;;
-    traced) url=http://127.0.0.1:9006/bench/x ;; esac
+    fast) url=http://127.0.0.1:9007/bench/x ;; traced) url=http://127.0.0.1:9006/bench/x ;; esac
   printf '%-10s ' "$t"; "$work/load" --url "$url" --rate "$RATE" --duration "$DURATION" --header "$auth"
 done
 
 echo
 echo "rejections: the same token over a 1 req/s limit (every answer after the first is 429)"
 wrk_run flood http://127.0.0.1:9003/flood/x "$auth"
+wrk_run fastflood http://127.0.0.1:9007/flood/x "$auth"

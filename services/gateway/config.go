@@ -30,6 +30,7 @@ type Config struct {
 	AWSRegion       string         // AWS_REGION: for REDIS_AUTH=iam
 	FailOpen        bool           // RATE_LIMIT_FAIL_OPEN: without Redis, limit locally (true) or refuse (false)
 	PprofAddr       string         // PPROF_ADDR: serve net/http/pprof here (keep it on loopback); empty: off
+	Engine          string         // GATEWAY_ENGINE: nethttp (default) or fasthttp (the faster data plane, being completed)
 	LoginLimit      RateLimit      // LOGIN_RATE, LOGIN_BURST: POST /users/login per client address (built-in routes)
 	SignupLimit     RateLimit      // SIGNUP_RATE, SIGNUP_BURST: POST /users per client address (built-in routes)
 }
@@ -53,6 +54,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		AWSRegion:       r.String("AWS_REGION", ""),
 		FailOpen:        r.Bool("RATE_LIMIT_FAIL_OPEN", true),
 		PprofAddr:       r.String("PPROF_ADDR", ""),
+		Engine:          r.String("GATEWAY_ENGINE", "nethttp"),
 		LoginLimit: RateLimit{Rate: r.Float("LOGIN_RATE", DefaultLoginLimit.Rate), Burst: r.Int("LOGIN_BURST", DefaultLoginLimit.Burst),
 			By: LimitByAddress},
 		SignupLimit: RateLimit{Rate: r.Float("SIGNUP_RATE", DefaultSignupLimit.Rate), Burst: r.Int("SIGNUP_BURST", DefaultSignupLimit.Burst),
@@ -77,6 +79,15 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		}
 	}
 	c.TLS.CheckURL(r, "JWKS_URL", c.Auth.JWKSURL)
+	switch c.Engine {
+	case "nethttp":
+	case "fasthttp":
+		if c.TLS.Enabled() {
+			r.Fail("GATEWAY_ENGINE", "fasthttp does not speak mutual TLS to upstreams yet; use nethttp with TLS_MODE=mtls")
+		}
+	default:
+		r.Fail("GATEWAY_ENGINE", "must be nethttp or fasthttp, got %q", c.Engine)
+	}
 	switch c.RedisAuth {
 	case "":
 	case "iam":

@@ -72,7 +72,7 @@ func (g *Gateway) handle(c echo.Context) error {
 		req.Header.Del(h)
 	}
 
-	claims, err := g.authenticate(req, route)
+	claims, err := g.authenticate(req.Context(), req.Header.Get(echo.HeaderAuthorization), route)
 	if err != nil {
 		g.metrics.authFailures.WithLabelValues(route.Name).Inc()
 		return err
@@ -92,8 +92,7 @@ func (g *Gateway) handle(c echo.Context) error {
 
 // authenticate applies the route's auth mode. Verified tokens are cached until they expire,
 // so a client's repeated requests, rejected ones included, cost a map lookup.
-func (g *Gateway) authenticate(req *http.Request, route *Route) (*jwtauth.Claims, error) {
-	header := req.Header.Get(echo.HeaderAuthorization)
+func (g *Gateway) authenticate(ctx context.Context, header string, route *Route) (*jwtauth.Claims, error) {
 	if route.Auth == AuthNone || (route.Auth == AuthOptional && header == "") {
 		return nil, nil
 	}
@@ -104,7 +103,7 @@ func (g *Gateway) authenticate(req *http.Request, route *Route) (*jwtauth.Claims
 	if claims := g.tokens.get(raw); claims != nil {
 		return claims, nil
 	}
-	claims, err := g.verifier.Verify(req.Context(), raw)
+	claims, err := g.verifier.Verify(ctx, raw)
 	if err != nil {
 		return nil, err
 	}
@@ -114,33 +113,43 @@ func (g *Gateway) authenticate(req *http.Request, route *Route) (*jwtauth.Claims
 
 // limit takes a token for the client under the route's policy, and answers 429 without one.
 func (g *Gateway) limit(c echo.Context, route *Route, claims *jwtauth.Claims) error {
+	apiKey := ""
+	if g.apiKey != "" {
+		apiKey = c.Request().Header.Get(g.apiKey)
+	}
+	h := c.Response().Header()
+	return g.decide(c.Request().Context(), route, claims, c.RealIP(), apiKey, h.Set)
+}
+
+// decide takes a token for the client (the token's subject, else the API key, else the
+// address; always the address under a by-address policy), sets the RateLimit headers through
+// set, and returns the 429 or 503 to answer when it cannot.
+func (g *Gateway) decide(ctx context.Context, route *Route, claims *jwtauth.Claims, ip, apiKey string, set func(k, v string)) error {
 	policy := g.table.RateLimits[route.RateLimit]
-	key := "ip:" + c.RealIP()
+	key := "ip:" + ip
 	switch {
 	case policy.By == LimitByAddress:
 	case claims != nil:
 		key = "sub:" + claims.Subject
-	case g.apiKey != "" && c.Request().Header.Get(g.apiKey) != "":
-		key = "key:" + c.Request().Header.Get(g.apiKey)
+	case apiKey != "":
+		key = "key:" + apiKey
 	}
-	d, err := g.limiter.Allow(c.Request().Context(), route.RateLimit+"|"+key, policy)
+	d, err := g.limiter.Allow(ctx, route.RateLimit+"|"+key, policy)
 	if err != nil {
 		g.metrics.decisions.WithLabelValues(route.Name, "unavailable").Inc()
 		return fault.New(fault.ErrUnavailable, "the rate limiter is unavailable; retry later")
 	}
-	h := c.Response().Header()
-	h.Set("RateLimit-Policy", g.policyHdr[route.RateLimit])
-	h.Set("RateLimit", fmt.Sprintf("%q;r=%d;t=%d", route.RateLimit, d.Remaining, ceilSeconds(d.Reset)))
+	set("RateLimit-Policy", g.policyHdr[route.RateLimit])
+	set("RateLimit", fmt.Sprintf("%q;r=%d;t=%d", route.RateLimit, d.Remaining, ceilSeconds(d.Reset)))
 	if d.Allowed {
 		g.metrics.decisions.WithLabelValues(route.Name, "allowed").Inc()
-	} else {
-		g.metrics.decisions.WithLabelValues(route.Name, "limited").Inc()
-		g.metrics.rateLimited.WithLabelValues(route.Name).Inc()
-		h.Set("Retry-After", strconv.Itoa(max(1, ceilSeconds(d.RetryAfter))))
-		return echo.NewHTTPError(http.StatusTooManyRequests,
-			fmt.Sprintf("rate limit %q exceeded: %g requests/s with bursts of %d; retry after the Retry-After seconds", route.RateLimit, policy.Rate, policy.Burst))
+		return nil
 	}
-	return nil
+	g.metrics.decisions.WithLabelValues(route.Name, "limited").Inc()
+	g.metrics.rateLimited.WithLabelValues(route.Name).Inc()
+	set("Retry-After", strconv.Itoa(max(1, ceilSeconds(d.RetryAfter))))
+	return echo.NewHTTPError(http.StatusTooManyRequests,
+		fmt.Sprintf("rate limit %q exceeded: %g requests/s with bursts of %d; retry after the Retry-After seconds", route.RateLimit, policy.Rate, policy.Burst))
 }
 
 func ceilSeconds(d time.Duration) int { return int(math.Ceil(d.Seconds())) }

@@ -20,16 +20,47 @@ import (
 
 // Run starts the gateway and serves until ctx is done.
 func Run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	if cfg, err := LoadConfig(getenv); err == nil && cfg.Engine == "fasthttp" {
+		if len(args) > 1 {
+			return fmt.Errorf("gateway takes no arguments; configure it with environment variables (see README)")
+		}
+		return runFast(ctx, cfg, web.NewLogger(stdout, cfg.HTTP.LogLevel, "gateway"))
+	}
 	return web.Run(ctx, args, getenv, stdout, "gateway", LoadConfig, func(c Config) web.Config { return c.HTTP }, NewServer)
+}
+
+// runFast serves the fasthttp engine on HTTP_ADDR until ctx is done.
+func runFast(ctx context.Context, cfg Config, logger *slog.Logger) error {
+	srv, g, release, err := newServer(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer release()
+	e, err := newFastEngine(g, srv, cfg, logger)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.HTTP.Addr) // PPROF_ADDR, when set, is served by newServer
+	if err != nil {
+		return fmt.Errorf("listen on %s (HTTP_ADDR): %w", cfg.HTTP.Addr, err)
+	}
+	return e.serveFast(ctx, ln, cfg.HTTP.ShutdownDrain, cfg.HTTP.ShutdownTimeout)
 }
 
 // NewServer builds the gateway from cfg; call the returned func to release it.
 func NewServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Server, func(), error) {
+	srv, _, release, err := newServer(ctx, cfg, logger)
+	return srv, release, err
+}
+
+// newServer builds the gateway: the echo server of the net/http engine, and the Gateway
+// whose routing, tokens and limits both engines use.
+func newServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Server, *Gateway, func(), error) {
 	table := DefaultTable(cfg.UsersURL, cfg.ProductsURL, cfg.OrdersURL, cfg.LoginLimit, cfg.SignupLimit)
 	if cfg.RoutesFile != "" {
 		t, err := LoadTable(cfg.RoutesFile)
 		if err != nil {
-			return nil, nil, fmt.Errorf("ROUTES_FILE: %w", err)
+			return nil, nil, nil, fmt.Errorf("ROUTES_FILE: %w", err)
 		}
 		table = t
 	}
@@ -64,7 +95,7 @@ func NewServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Serve
 		// the upstreams, each of which must prove the identity its route names.
 		material, stopTLS, err := mtls.Start(cfg.TLS, logger)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		peers, err := table.upstreamPeers(material.Peer)
 		if err == nil {
@@ -72,7 +103,7 @@ func NewServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Serve
 		}
 		if err != nil {
 			stopTLS()
-			return nil, nil, fmt.Errorf("routes: %w", err)
+			return nil, nil, nil, fmt.Errorf("routes: %w", err)
 		}
 		transport.DialTLSContext = material.DialTLS(peers, dialer)
 		release = func() { transport.CloseIdleConnections(); stopTLS() }
@@ -88,17 +119,17 @@ func NewServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Serve
 			u, _ := url.Parse(cfg.RedisURL) // validated by LoadConfig
 			a, err := newIAMAuth(ctx, u.User.Username(), cfg.RedisCacheName, cfg.AWSRegion)
 			if err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 			iam = a
 		}
 		rl, err := newRedisLimiter(cfg.RedisURL, iam, cfg.FailOpen, limiter, srv.Registry, logger)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		if err := rl.instrument(srv.Tracing.Provider); err != nil {
 			_ = rl.Close()
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		limiter = rl
 		prev := release
@@ -147,13 +178,13 @@ func NewServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Serve
 		stop, err := servePprof(cfg.PprofAddr, logger)
 		if err != nil {
 			release()
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		prev := release
 		release = func() { stop(); prev() }
 	}
 	logger.Info("routes", "count", len(table.Routes), "file", cfg.RoutesFile)
-	return srv, release, nil
+	return srv, g, release, nil
 }
 
 // servePprof serves the profiling endpoints on their own listener, apart from the public port.

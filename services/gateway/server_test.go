@@ -58,8 +58,45 @@ func startGateway(t *testing.T, routes string, env map[string]string) gatewayFix
 	for k, v := range env {
 		all[k] = v
 	}
+	if engine := os.Getenv(testEngineVar); engine != "" {
+		all["GATEWAY_ENGINE"] = engine
+	}
+	if all["GATEWAY_ENGINE"] == "fasthttp" {
+		return gatewayFixture{url: startFast(t, all), issuer: iss}
+	}
 	ts := webtest.Start(t, all, LoadConfig, NewServer)
 	return gatewayFixture{url: ts.URL, issuer: iss}
+}
+
+// testEngineVar makes startGateway run the fasthttp engine (TestFastEngine sets it).
+const testEngineVar = "GATEWAY_TEST_ENGINE"
+
+// startFast runs the fasthttp engine, as Run does, on loopback until the test ends.
+func startFast(t *testing.T, env map[string]string) string {
+	t.Helper()
+	cfg, err := LoadConfig(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv, g, release, err := newServer(context.Background(), cfg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := newFastEngine(g, srv, cfg, logger)
+	if err != nil {
+		release()
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.serveFast(ctx, ln, 0, time.Second) }()
+	t.Cleanup(func() { cancel(); <-done; release() })
+	return "http://" + ln.Addr().String()
 }
 
 func decodeSeen(t *testing.T, r webtest.Response) seen {

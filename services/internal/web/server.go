@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,6 +36,8 @@ type Server struct {
 	// Tracing is the service's tracer provider: server spans here, client spans in the
 	// service's HTTP clients (Tracing.Transport), pgx and Redis spans in their stores.
 	Tracing *telemetry.Tracing
+
+	metrics  *metrics
 
 	mu       sync.Mutex
 	checks   []check
@@ -95,7 +98,8 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) *Server {
 	})
 	e.Use(middleware.RequestID())
 	e.Use(s.traceRequests)
-	e.Use(newMetrics(s.Registry).middleware)
+	s.metrics = newMetrics(s.Registry)
+	e.Use(s.metrics.middleware)
 	e.Use(requestLogger(logger))
 	e.Use(middleware.Recover())
 	if !o.proxy {
@@ -110,6 +114,33 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) *Server {
 	e.GET("/readyz", s.ready)
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{})))
 	return s
+}
+
+// ObserveRequest counts a request served outside echo (the gateway's fasthttp engine) in the
+// same http_requests_total and http_request_duration_seconds.
+func (s *Server) ObserveRequest(method, route string, status int, d time.Duration) {
+	code := strconv.Itoa(status)
+	s.metrics.requests.WithLabelValues(method, route, code).Inc()
+	s.metrics.latency.WithLabelValues(method, route, code).Observe(d.Seconds())
+}
+
+// Ready runs the readiness checks, as /readyz does: nil when all pass.
+func (s *Server) Ready(ctx context.Context) error {
+	if s.draining.Load() {
+		return errors.New("shutting down")
+	}
+	s.mu.Lock()
+	checks := append([]check(nil), s.checks...)
+	s.mu.Unlock()
+	for _, ch := range checks {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := ch.fn(cctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("%s unreachable: %w", ch.name, err)
+		}
+	}
+	return nil
 }
 
 // AddReadinessCheck makes /readyz report 503 while fn fails.
