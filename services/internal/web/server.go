@@ -37,7 +37,7 @@ type Server struct {
 	// service's HTTP clients (Tracing.Transport), pgx and Redis spans in their stores.
 	Tracing *telemetry.Tracing
 
-	metrics  *metrics
+	metrics *metrics
 
 	mu       sync.Mutex
 	checks   []check
