@@ -44,6 +44,9 @@ type Gateway struct {
 	pick      func(n int) int
 	tokens    *tokenCache
 	policyHdr map[string]string
+	// upstreams is the net/http engine's client; the fasthttp engine dials TLS upstreams
+	// through its dialer, which checks each upstream's workload identity.
+	upstreams *upstreamTransport
 }
 
 type ctxKey struct{}

@@ -150,6 +150,7 @@ func newServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Serve
 		tokens:    newTokenCache(100_000, time.Now),
 		policyHdr: map[string]string{},
 	}
+	g.upstreams = upstreams
 	upstreams.onRetry = func(upstream, outcome string) { g.metrics.upstreamRetries.WithLabelValues(upstream, outcome).Inc() }
 	upstreams.health = func(upstream string) func(bool) {
 		gauge := g.metrics.upstreamUp.WithLabelValues(upstream)

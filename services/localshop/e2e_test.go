@@ -418,3 +418,23 @@ func TestMTLSScenarioFailsOnAWideAllowList(t *testing.T) {
 		t.Fatalf("err = %v, want a failed expectation; report:\n%s", err, out.String())
 	}
 }
+
+// TestThroughTheFastGateway: the shop under `make run`'s defaults (mutual TLS between the
+// services) with the gateway on its fasthttp engine.
+func TestThroughTheFastGateway(t *testing.T) {
+	s := startShop(t, map[string]string{"GATEWAY_GATEWAY_ENGINE": "fasthttp"})
+	token, product := customerThroughTheGateway(t, s)
+	r := webtest.Do(t, "POST", s.gateway+"/orders", orderBody(product, 1), webtest.Bearer(token)...)
+	if r.Status != 201 || r.Header.Get("RateLimit-Policy") == "" || r.Header.Get("X-Request-Id") == "" {
+		t.Fatalf("order through the fasthttp gateway: %d %s (headers %v)", r.Status, r.Body, r.Header)
+	}
+	if !strings.Contains(s.logs.String(), `"engine":"fasthttp"`) {
+		t.Error("the gateway did not run its fasthttp engine")
+	}
+	if r := webtest.Do(t, "POST", s.gateway+"/orders", orderBody(product, 1)); r.Status != 401 {
+		t.Errorf("order without a token = %d, want 401", r.Status)
+	}
+	if r := webtest.Do(t, "POST", s.gateway+"/reservations", `{}`, webtest.Bearer(token)...); r.Status != 404 {
+		t.Errorf("internal /reservations = %d, want 404", r.Status)
+	}
+}
