@@ -19,6 +19,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/shopmesh/shopmesh/services/internal/fault"
 	"github.com/shopmesh/shopmesh/services/internal/web"
@@ -30,6 +33,7 @@ import (
 // answers are the Gateway's own, shared with the net/http engine.
 type fastEngine struct {
 	g        *Gateway
+	tracer   trace.Tracer
 	srv      *web.Server // its registry, request metrics and readiness checks
 	clients  map[*Upstream]*fasthttp.HostClient
 	budgets  map[*Upstream]*retryBudget
@@ -64,7 +68,8 @@ func newFastEngine(g *Gateway, srv *web.Server, cfg Config, logger *slog.Logger)
 	e := &fastEngine{g: g, srv: srv, clients: map[*Upstream]*fasthttp.HostClient{}, budgets: map[*Upstream]*retryBudget{},
 		up:      map[*Upstream]prometheus.Gauge{},
 		trusted: cfg.TrustedProxies, logger: logger,
-		metrics: fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(srv.Registry, promhttp.HandlerOpts{}))}
+		metrics: fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(srv.Registry, promhttp.HandlerOpts{})),
+		tracer:  srv.Tracing.Tracer("shopmesh/gateway-fasthttp")}
 	dialer := &net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}
 	for i := range g.table.Routes {
 		for j := range g.table.Routes[i].Upstreams {
@@ -151,6 +156,22 @@ func (e *fastEngine) serve(ctx *fasthttp.RequestCtx) {
 		id = newRequestID()
 	}
 	ctx.Response.Header.Set(echo.HeaderXRequestID, id)
+	// The server span, a child of the caller's trace context; every span and log line of this
+	// request hangs off tctx.
+	tctx := e.srv.Tracing.Propagator.Extract(context.Background(), fastCarrier{&ctx.Request.Header})
+	tctx, span := e.tracer.Start(tctx, method, trace.WithSpanKind(trace.SpanKindServer))
+	defer func() {
+		if span.IsRecording() {
+			span.SetName(method + " " + route)
+			span.SetAttributes(attribute.String("http.request.method", method), attribute.String("http.route", route),
+				attribute.String("url.path", path), attribute.Int("http.response.status_code", ctx.Response.StatusCode()))
+			if ctx.Response.StatusCode() >= 500 {
+				span.SetStatus(codes.Error, "")
+			}
+		}
+		span.End()
+		e.logRequest(tctx, id, method, path, route, ctx, start)
+	}()
 	r := e.g.table.Match(method, path)
 	if r == nil {
 		e.problem(ctx, http.StatusNotFound, fmt.Sprintf("no route for %s %s", method, path))
@@ -160,7 +181,7 @@ func (e *fastEngine) serve(ctx *fasthttp.RequestCtx) {
 	for _, h := range identityHeaders {
 		ctx.Request.Header.Del(h)
 	}
-	claims, err := e.g.authenticate(ctx, string(ctx.Request.Header.Peek("Authorization")), r)
+	claims, err := e.g.authenticate(tctx, string(ctx.Request.Header.Peek("Authorization")), r)
 	if err != nil {
 		e.g.metrics.authFailures.WithLabelValues(r.Name).Inc()
 		e.fail(ctx, err)
@@ -171,7 +192,7 @@ func (e *fastEngine) serve(ctx *fasthttp.RequestCtx) {
 		if e.g.apiKey != "" {
 			apiKey = string(ctx.Request.Header.Peek(e.g.apiKey))
 		}
-		if err := e.g.decide(ctx, r, claims, e.clientIP(ctx), apiKey, ctx.Response.Header.Set); err != nil {
+		if err := e.g.decide(tctx, r, claims, e.clientIP(ctx), apiKey, ctx.Response.Header.Set); err != nil {
 			e.fail(ctx, err)
 			return
 		}
@@ -193,8 +214,23 @@ func (e *fastEngine) serve(ctx *fasthttp.RequestCtx) {
 			n++
 		}
 	}
+	// The client span, when the trace is recorded; either way the trace context goes upstream.
+	cctx := tctx
+	var cspan trace.Span
+	if span.IsRecording() {
+		cctx, cspan = e.tracer.Start(tctx, method+" "+up.target.Host, trace.WithSpanKind(trace.SpanKindClient))
+	}
+	e.srv.Tracing.Propagator.Inject(cctx, fastCarrier{&req.Header})
 	sent := time.Now()
 	err = e.do(up, req, &ctx.Response)
+	if cspan != nil {
+		cspan.SetAttributes(attribute.Int("http.response.status_code", ctx.Response.StatusCode()))
+		if err != nil {
+			cspan.RecordError(err)
+			cspan.SetStatus(codes.Error, err.Error())
+		}
+		cspan.End()
+	}
 	e.g.metrics.upstreamLatency.WithLabelValues(r.Name).Observe(time.Since(sent).Seconds())
 	if err != nil {
 		e.g.metrics.upstreamErrors.WithLabelValues(r.Name).Inc()
@@ -207,7 +243,7 @@ func (e *fastEngine) serve(ctx *fasthttp.RequestCtx) {
 			e.problem(ctx, http.StatusGatewayTimeout, "the upstream of route "+r.Name+" did not answer in time")
 			return
 		}
-		e.logger.Warn("upstream failed", "route", r.Name, "error", err)
+		e.logger.WarnContext(tctx, "upstream failed", "route", r.Name, "error", err)
 		e.problem(ctx, http.StatusBadGateway, "the upstream of route "+r.Name+" is unavailable; retry later")
 		return
 	}
@@ -390,4 +426,32 @@ func (e *fastEngine) serveFast(ctx context.Context, ln net.Listener, drain, grac
 		return fmt.Errorf("graceful shutdown: %w", err)
 	}
 	return nil
+}
+
+// logRequest writes the request's log line, as the net/http engine's request logger does.
+func (e *fastEngine) logRequest(ctx context.Context, id, method, path, route string, rc *fasthttp.RequestCtx, start time.Time) {
+	status := rc.Response.StatusCode()
+	level := slog.LevelInfo
+	if status >= 500 {
+		level = slog.LevelError
+	}
+	if !e.logger.Enabled(ctx, level) {
+		return // don't build a line nobody will read
+	}
+	e.logger.LogAttrs(ctx, level, "request", slog.String("request_id", id), slog.String("method", method), slog.String("path", path),
+		slog.String("route", route), slog.Int("status", status), slog.Duration("latency", time.Since(start)),
+		slog.String("remote_ip", e.clientIP(rc)))
+}
+
+// fastCarrier lets the trace-context propagator read and write fasthttp's request headers.
+type fastCarrier struct{ h *fasthttp.RequestHeader }
+
+func (c fastCarrier) Get(key string) string { return string(c.h.Peek(key)) }
+func (c fastCarrier) Set(key, value string) { c.h.Set(key, value) }
+func (c fastCarrier) Keys() []string {
+	var keys []string
+	for k := range c.h.All() {
+		keys = append(keys, string(k))
+	}
+	return keys
 }

@@ -93,8 +93,14 @@ func (r *otlpReceiver) find(match func(receivedSpan) bool) (receivedSpan, bool) 
 // and the next service's server span under it, and the three services' log lines for it carry
 // its trace id.
 func TestOneTracePerOrder(t *testing.T) {
+	for _, engine := range []string{"nethttp", "fasthttp"} {
+		t.Run(engine, func(t *testing.T) { testOneTracePerOrder(t, engine) })
+	}
+}
+
+func testOneTracePerOrder(t *testing.T, engine string) {
 	receiver, endpoint := startReceiver(t)
-	s := startShop(t, map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_BSP_SCHEDULE_DELAY": "50"})
+	s := startShop(t, map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_BSP_SCHEDULE_DELAY": "50", "GATEWAY_GATEWAY_ENGINE": engine})
 	token, product := customerThroughTheGateway(t, s)
 	if r := webtest.Do(t, "POST", s.gateway+"/orders", orderBody(product, 1), webtest.Bearer(token)...); r.Status != 201 {
 		t.Fatalf("order: %d %s", r.Status, r.Body)
