@@ -21,7 +21,7 @@ if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
 fi
 
 echo "bench: building"
-go build -o "$work/" ./bench/upstream ./bench/load ./bench/plainproxy ./cmd/gateway ./cmd/users
+go build -o "$work/" ./bench/upstream ./bench/load ./bench/plainproxy ./bench/connmem ./cmd/gateway ./cmd/users
 
 wait_for() { for _ in $(seq 1 100); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "bench: $1 never answered"; exit 1; }
 
@@ -37,9 +37,13 @@ events { worker_connections 4096; }
 http {
   access_log off;
   upstream app { server 127.0.0.1:9001; keepalive 128; }
+  # The flood comparison: nginx's own limiter at the gateway's flood limit, 1 request/s.
+  limit_req_zone \$binary_remote_addr zone=flood:10m rate=1r/s;
+  limit_req_status 429;
   server {
     listen 127.0.0.1:9002;
     location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    location /flood/ { limit_req zone=flood; proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
   }
 }
 NGINX
@@ -54,12 +58,15 @@ rate_limits:
 routes:
   - {name: bench, prefix: /bench, auth: required, rate_limit: high, upstreams: [{url: "http://127.0.0.1:9001"}]}
   - {name: flood, prefix: /flood, auth: required, rate_limit: low, upstreams: [{url: "http://127.0.0.1:9001"}]}
+  - {name: hold, prefix: /hold, upstreams: [{url: "http://127.0.0.1:9008"}]}
 ROUTES
 HTTP_ADDR=127.0.0.1:9003 LOG_LEVEL=warn ROUTES_FILE="$work/routes.yaml" \
   JWKS_URL=http://127.0.0.1:9004/.well-known/jwks.json "$work/gateway" >/dev/null & pids+=($!)
+gateway_pid=$!
 # The same gateway on its fasthttp engine (GATEWAY_ENGINE=fasthttp).
 HTTP_ADDR=127.0.0.1:9007 LOG_LEVEL=warn ROUTES_FILE="$work/routes.yaml" GATEWAY_ENGINE=fasthttp \
   JWKS_URL=http://127.0.0.1:9004/.well-known/jwks.json "$work/gateway" >/dev/null & pids+=($!)
+fast_pid=$!
 # The same gateway with tracing on: 1 % of requests sampled, spans exported over OTLP/HTTP to the
 # trivial upstream, which accepts anything (the exporter's complaints about its answer go to
 # /dev/null with the rest of the log).
@@ -121,10 +128,20 @@ echo "latency at a fixed $RATE req/s (open loop, bench/load, ${DURATION})"
 for t in direct nginx gateway fast traced; do
   case $t in direct) url=http://127.0.0.1:9001/bench/x ;; nginx) url=http://127.0.0.1:9002/bench/x ;; gateway) url=http://127.0.0.1:9003/bench/x ;;
     fast) url=http://127.0.0.1:9007/bench/x ;; traced) url=http://127.0.0.1:9006/bench/x ;; esac
-  printf '%-10s ' "$t"; "$work/load" --url "$url" --rate "$RATE" --duration "$DURATION" --header "$auth"
+  printf '%-10s ' "$t"; out=$("$work/load" --url "$url" --rate "$RATE" --duration "$DURATION" --header "$auth"); echo "$out"
+  eval "p50_$t=$(echo "$out" | sed -E 's/.*p50 ([0-9]+)us.*/\1/')"
 done
+# p50_<target> are set through eval above.
+# shellcheck disable=SC2154
+echo "added p50 over direct at $RATE req/s: gateway $((p50_gateway - p50_direct))us, fast $((p50_fast - p50_direct))us, nginx $((p50_nginx - p50_direct))us"
 
 echo
 echo "rejections: the same token over a 1 req/s limit (every answer after the first is 429)"
 wrk_run flood http://127.0.0.1:9003/flood/x "$auth"
 wrk_run fastflood http://127.0.0.1:9007/flood/x "$auth"
+wrk_run nginxflood http://127.0.0.1:9002/flood/x
+
+echo
+echo "memory: resident set growth of each gateway process (bench/connmem)"
+"$work/connmem" --proxy 127.0.0.1:9003 --pid "$gateway_pid" --label gateway --header "$auth"
+"$work/connmem" --proxy 127.0.0.1:9007 --pid "$fast_pid" --label fast --header "$auth"
