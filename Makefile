@@ -12,11 +12,12 @@ ACTIONLINT  ?= github.com/rhysd/actionlint/cmd/actionlint@v1.7.7
 # The Dockerfile linter of Docker's VS Code extension, from the npm registry (needs Node.js).
 DOCKERFILE_LINT ?= dockerfile-utils@0.16.3
 
-.PHONY: run test lint build plan policy images push deploy tunnel destroy bench-gateway bench-login scenario-faults help
+.PHONY: run test test-services lint build plan policy images push deploy tunnel destroy bench-gateway bench-login scenario-faults help
 
 help:
 	@echo "make run    start the gateway (:8080), users, products and orders locally (in memory; nothing to install)"
 	@echo "make test   run every test; PostgreSQL tests need DATABASE_URL (see README)"
+	@echo "make test-services  the services' tests only: no Pulumi SDK to compile, seconds on a warm cache"
 	@echo "make lint   gofmt, go vet and staticcheck"
 	@echo "make build  build the service binaries and the shopmesh CLI into bin/"
 	@echo "make plan   STACK=dev|prod: the Pulumi program's resources for a stack, offline"
@@ -37,6 +38,10 @@ run:
 # -count=1: tests that talk to PostgreSQL must really run, never come from the test cache.
 test:
 	$(GO) test -count=1 ./...
+
+# What a change to a service needs: every package that does not link the Pulumi SDKs.
+test-services:
+	$(GO) test -count=1 ./services/... ./cmd/localshop/... ./bench/...
 
 lint:
 	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi

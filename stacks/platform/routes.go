@@ -1,7 +1,7 @@
 package platform
 
 import (
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // RoutesFile is where the gateway's route table is mounted (its ROUTES_FILE).
