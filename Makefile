@@ -41,7 +41,7 @@ test:
 
 # What a change to a service needs: every package that does not link the Pulumi SDKs.
 test-services:
-	$(GO) test -count=1 ./services/... ./cmd/localshop/... ./bench/...
+	$(GO) test -count=1 ./api/... ./services/... ./cmd/localshop/... ./bench/...
 
 lint:
 	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi

@@ -21,12 +21,13 @@ if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
 fi
 
 echo "bench: building"
-go build -o "$work/" ./bench/upstream ./bench/load ./bench/plainproxy ./bench/connmem ./cmd/gateway ./cmd/users
+go build -o "$work/" ./bench/upstream ./bench/load ./bench/plainproxy ./bench/fastplain ./bench/connmem ./cmd/gateway ./cmd/users
 
 wait_for() { for _ in $(seq 1 100); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "bench: $1 never answered"; exit 1; }
 
 "$work/upstream" -addr 127.0.0.1:9001 & pids+=($!)
 "$work/plainproxy" -addr 127.0.0.1:9005 -upstream http://127.0.0.1:9001 2>/dev/null & pids+=($!)
+"$work/fastplain" -addr 127.0.0.1:9009 -upstream 127.0.0.1:9001 2>/dev/null & pids+=($!)
 HTTP_ADDR=127.0.0.1:9004 LOG_LEVEL=warn "$work/users" >/dev/null & pids+=($!)
 
 cat > "$work/nginx.conf" <<NGINX
@@ -74,7 +75,7 @@ HTTP_ADDR=127.0.0.1:9006 LOG_LEVEL=warn ROUTES_FILE="$work/routes.yaml" \
   JWKS_URL=http://127.0.0.1:9004/.well-known/jwks.json OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:9001 \
   OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.01 "$work/gateway" >/dev/null 2>&1 & pids+=($!)
 
-wait_for http://127.0.0.1:9001/ ; wait_for http://127.0.0.1:9002/ ; wait_for http://127.0.0.1:9005/ ; wait_for http://127.0.0.1:9003/healthz ; wait_for http://127.0.0.1:9006/healthz ; wait_for http://127.0.0.1:9007/healthz ; wait_for http://127.0.0.1:9004/healthz
+wait_for http://127.0.0.1:9001/ ; wait_for http://127.0.0.1:9002/ ; wait_for http://127.0.0.1:9005/ ; wait_for http://127.0.0.1:9009/ ; wait_for http://127.0.0.1:9003/healthz ; wait_for http://127.0.0.1:9006/healthz ; wait_for http://127.0.0.1:9007/healthz ; wait_for http://127.0.0.1:9004/healthz
 curl -fsS -o /dev/null -X POST http://127.0.0.1:9004/users -H 'Content-Type: application/json' \
   -d '{"email":"bench@example.com","password":"bench-password","name":"Bench"}'
 token=$(curl -fsS -X POST http://127.0.0.1:9004/users/login -H 'Content-Type: application/json' \
@@ -82,10 +83,13 @@ token=$(curl -fsS -X POST http://127.0.0.1:9004/users/login -H 'Content-Type: ap
 auth="Authorization: Bearer $token"
 curl -fsS -o /dev/null -H "$auth" http://127.0.0.1:9003/bench/ || { echo "bench: the gateway refused the token"; exit 1; }
 
+# Every target gets the same request, token included: the same bytes to read and to pass on,
+# so the ratios compare the work each proxy does with them, not the size of the requests.
+
 # wrk prints "Requests/sec: N" and, with --latency, "50% X" and "99% Y" lines.
-wrk_run() { # name url [header]
+wrk_run() { # name url
   local out
-  if [ $# -ge 3 ]; then out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -H "$3" "$2"); else out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "$2"); fi
+  out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -H "$auth" "$2")
   echo "$out" > "$work/wrk-$1.txt"
   local rps p50 p99 non2xx
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
@@ -101,17 +105,19 @@ echo
 echo "throughput: wrk -t$THREADS -c$CONNS -d$DURATION, 127.0.0.1, $(nproc) cores shared by load and servers"
 echo "(the machine's speed drifts between runs: the targets alternate and ratios are taken per round)"
 printf '%-10s %12s %10s %10s %10s\n' target req/s p50 p99 non-2xx
-gn="" gd="" pn="" tg="" fn=""
+gn="" gd="" pn="" tg="" fn="" bn=""
 # rps_<target> are set by wrk_run through eval.
 # shellcheck disable=SC2154
 for _ in $(seq 1 "$ROUNDS"); do
   wrk_run direct  http://127.0.0.1:9001/bench/x
   wrk_run nginx   http://127.0.0.1:9002/bench/x
-  wrk_run gateway http://127.0.0.1:9003/bench/x "$auth"
+  wrk_run gateway http://127.0.0.1:9003/bench/x
   wrk_run plain   http://127.0.0.1:9005/bench/x
-  wrk_run fast    http://127.0.0.1:9007/bench/x "$auth"
+  wrk_run fast    http://127.0.0.1:9007/bench/x
+  wrk_run bare    http://127.0.0.1:9009/bench/x
   fn="$fn $(awk -v f="$rps_fast" -v n="$rps_nginx" 'BEGIN {printf "%.3f", f/n}')"
-  wrk_run traced  http://127.0.0.1:9006/bench/x "$auth"
+  bn="$bn $(awk -v f="$rps_bare" -v n="$rps_nginx" 'BEGIN {printf "%.3f", f/n}')"
+  wrk_run traced  http://127.0.0.1:9006/bench/x
   tg="$tg $(awk -v t="$rps_traced" -v g="$rps_gateway" 'BEGIN {printf "%.3f", t/g}')"
   gn="$gn $(awk -v g="$rps_gateway" -v n="$rps_nginx" 'BEGIN {printf "%.3f", g/n}')"
   gd="$gd $(awk -v g="$rps_gateway" -v d="$rps_direct" 'BEGIN {printf "%.3f", g/d}')"
@@ -122,6 +128,7 @@ echo "gateway/nginx  per round:$gn   median $(echo "$gn" | median)   (target >= 
 echo "gateway/direct per round:$gd   median $(echo "$gd" | median)"
 echo "plain/nginx    per round:$pn   median $(echo "$pn" | median)   (a bare httputil.ReverseProxy, for scale)"
 echo "fast/nginx     per round:$fn   median $(echo "$fn" | median)   (the fasthttp engine; target >= 0.80)"
+echo "bare/nginx     per round:$bn   median $(echo "$bn" | median)   (a bare fasthttp proxy, for scale)"
 echo "traced/gateway per round:$tg   median $(echo "$tg" | median)   (tracing on, 1 % sampled, against off)"
 echo
 echo "latency at a fixed $RATE req/s (open loop, bench/load, ${DURATION})"
@@ -137,8 +144,8 @@ echo "added p50 over direct at $RATE req/s: gateway $((p50_gateway - p50_direct)
 
 echo
 echo "rejections: the same token over a 1 req/s limit (every answer after the first is 429)"
-wrk_run flood http://127.0.0.1:9003/flood/x "$auth"
-wrk_run fastflood http://127.0.0.1:9007/flood/x "$auth"
+wrk_run flood http://127.0.0.1:9003/flood/x
+wrk_run fastflood http://127.0.0.1:9007/flood/x
 wrk_run nginxflood http://127.0.0.1:9002/flood/x
 
 echo

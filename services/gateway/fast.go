@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -24,6 +26,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/shopmesh/shopmesh/services/internal/fault"
+	"github.com/shopmesh/shopmesh/services/internal/jwtauth"
 	"github.com/shopmesh/shopmesh/services/internal/web"
 )
 
@@ -32,41 +35,94 @@ import (
 // allocations, which measured as most of the gateway's cost. Routing, tokens, limits and
 // answers are the Gateway's own, shared with the net/http engine.
 type fastEngine struct {
-	g        *Gateway
-	tracer   trace.Tracer
-	srv      *web.Server // its registry, request metrics and readiness checks
-	clients  map[*Upstream]*fasthttp.HostClient
-	budgets  map[*Upstream]*retryBudget
-	up       map[*Upstream]prometheus.Gauge // gateway_upstream_up, looked up once
-	trusted  []netip.Prefix
-	metrics  fasthttp.RequestHandler
-	draining atomic.Bool
-	logger   *slog.Logger
+	g         *Gateway
+	tracer    trace.Tracer
+	srv       *web.Server // its registry, request metrics and readiness checks
+	upstreams map[*Upstream]*fastUpstream
+	traced    bool // false when tracing is off: trace headers then pass through untouched
+	trusted   []netip.Prefix
+	metrics   fasthttp.RequestHandler
+	draining  atomic.Bool
+	logger    *slog.Logger
 }
 
 // hopByHop are the headers of one connection, never passed on (RFC 9110 §7.6.1), with those
 // the Connection header names. Transfer-Encoding is fasthttp's own: it frames bodies itself.
 var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Upgrade"}
 
-type headerDeleter interface {
-	Peek(key string) []byte
+// requestStripped are removed from every client request besides the hop-by-hop ones: the
+// identity headers only the gateway may set, and Expect, which was the gateway's to answer
+// (the upstream gets the body at once).
+var requestStripped = append(append([]string{"Expect"}, identityHeaders...), hopByHop...)
+
+type headerVisitor interface {
+	VisitAll(f func(key, value []byte))
 	Del(key string)
 }
 
-func dropHopByHop(h headerDeleter) {
-	for _, name := range strings.Split(string(h.Peek("Connection")), ",") {
-		if name = strings.TrimSpace(name); name != "" && !strings.EqualFold(name, "close") && !strings.EqualFold(name, "keep-alive") {
-			h.Del(name)
-		}
+// headerScan finds the headers stripHeaders removes. Scans are pooled with their visit
+// method bound once: a closure per request, and the slice it fills, would be allocations on
+// every request.
+type headerScan struct {
+	names, extra []string
+	del          []string
+	visit        func(key, value []byte)
+}
+
+var headerScans = sync.Pool{New: func() any {
+	s := &headerScan{del: make([]string, 0, 8)}
+	s.visit = s.see
+	return s
+}}
+
+func (s *headerScan) see(k, v []byte) {
+	if anyEqualFold(k, s.names) || anyEqualFold(k, s.extra) {
+		s.del = append(s.del, string(k))
 	}
-	for _, name := range hopByHop {
-		h.Del(name)
+	if len(k) == len("Connection") && bytes.EqualFold(k, []byte("Connection")) {
+		for name := range bytes.SplitSeq(v, []byte(",")) {
+			if name = bytes.TrimSpace(name); len(name) > 0 && !bytes.EqualFold(name, []byte("close")) && !bytes.EqualFold(name, []byte("keep-alive")) {
+				s.del = append(s.del, string(name))
+			}
+		}
 	}
 }
 
+// stripHeaders removes the headers named in names and extra, and those the Connection header
+// lists, in one pass over h: most requests carry none of them, and each Del is a scan of its
+// own.
+func stripHeaders(h headerVisitor, names, extra []string) {
+	s := headerScans.Get().(*headerScan)
+	s.names, s.extra, s.del = names, extra, s.del[:0]
+	h.VisitAll(s.visit)
+	for _, k := range s.del {
+		h.Del(k)
+	}
+	s.names, s.extra = nil, nil
+	clear(s.del)
+	headerScans.Put(s)
+}
+
+func anyEqualFold(k []byte, names []string) bool {
+	for _, n := range names {
+		if len(n) == len(k) && bytes.EqualFold(k, []byte(n)) {
+			return true
+		}
+	}
+	return false
+}
+
+// fastUpstream is what the engine keeps per upstream, looked up once per request.
+type fastUpstream struct {
+	client *fasthttp.HostClient
+	budget *retryBudget
+	up     prometheus.Gauge // gateway_upstream_up
+	host   string
+	path   string // the target URL's path without its trailing slash, prefixed to every request's
+}
+
 func newFastEngine(g *Gateway, srv *web.Server, cfg Config, logger *slog.Logger) (*fastEngine, error) {
-	e := &fastEngine{g: g, srv: srv, clients: map[*Upstream]*fasthttp.HostClient{}, budgets: map[*Upstream]*retryBudget{},
-		up:      map[*Upstream]prometheus.Gauge{},
+	e := &fastEngine{g: g, srv: srv, upstreams: map[*Upstream]*fastUpstream{}, traced: srv.Tracing.Records(),
 		trusted: cfg.TrustedProxies, logger: logger,
 		metrics: fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(srv.Registry, promhttp.HandlerOpts{})),
 		tracer:  srv.Tracing.Tracer("shopmesh/gateway-fasthttp")}
@@ -83,7 +139,7 @@ func newFastEngine(g *Gateway, srv *web.Server, cfg Config, logger *slog.Logger)
 				dialTLS := g.upstreams.dialTLS
 				dial = func(addr string) (net.Conn, error) { return dialTLS(context.Background(), "tcp", addr) }
 			}
-			e.clients[u] = &fasthttp.HostClient{
+			client := &fasthttp.HostClient{
 				Addr: hostPort(u.target.Scheme, u.target.Host),
 				Dial: func(addr string) (net.Conn, error) {
 					c, err := dial(addr)
@@ -100,8 +156,9 @@ func newFastEngine(g *Gateway, srv *web.Server, cfg Config, logger *slog.Logger)
 				NoDefaultUserAgentHeader:  true,
 				DisablePathNormalizing:    true,
 			}
-			e.budgets[u] = newRetryBudget(time.Now())
-			e.up[u] = g.metrics.upstreamUp.WithLabelValues(hostPort(u.target.Scheme, u.target.Host))
+			e.upstreams[u] = &fastUpstream{client: client, budget: newRetryBudget(time.Now()),
+				up:   g.metrics.upstreamUp.WithLabelValues(hostPort(u.target.Scheme, u.target.Host)),
+				host: u.target.Host, path: strings.TrimSuffix(u.target.Path, "/")}
 		}
 	}
 	return e, nil
@@ -130,7 +187,7 @@ func (f fasthttpLogger) Printf(format string, args ...any) { f.l.Warn(fmt.Sprint
 
 func (e *fastEngine) serve(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
-	method := string(ctx.Method())
+	method := methodName(ctx.Method())
 	path := string(ctx.Path())
 	route := "unmatched"
 	defer func() { e.srv.ObserveRequest(method, route, ctx.Response.StatusCode(), time.Since(start)) }()
@@ -150,16 +207,29 @@ func (e *fastEngine) serve(ctx *fasthttp.RequestCtx) {
 		route = "/metrics"
 		e.metrics(ctx)
 		return
+	case "/openapi.json":
+		if method == http.MethodGet {
+			route = "/openapi.json"
+			ctx.Response.Header.SetContentType("application/json")
+			ctx.SetBody(e.g.document)
+			return
+		}
 	}
-	id := string(ctx.Request.Header.Peek(echo.HeaderXRequestID))
+	req := &ctx.Request
+	id := string(req.Header.Peek(echo.HeaderXRequestID))
 	if id == "" || len(id) > 128 {
 		id = newRequestID()
 	}
 	ctx.Response.Header.Set(echo.HeaderXRequestID, id)
 	// The server span, a child of the caller's trace context; every span and log line of this
-	// request hangs off tctx.
-	tctx := e.srv.Tracing.Propagator.Extract(context.Background(), fastCarrier{&ctx.Request.Header})
-	tctx, span := e.tracer.Start(tctx, method, trace.WithSpanKind(trace.SpanKindServer))
+	// request hangs off tctx. With tracing off there is no span to make, and the caller's trace
+	// headers go upstream as they came.
+	tctx := context.Background()
+	span := trace.SpanFromContext(tctx)
+	if e.traced {
+		tctx = e.srv.Tracing.Propagator.Extract(tctx, fastCarrier{&req.Header})
+		tctx, span = e.tracer.Start(tctx, method, trace.WithSpanKind(trace.SpanKindServer))
+	}
 	defer func() {
 		if span.IsRecording() {
 			span.SetName(method + " " + route)
@@ -178,50 +248,45 @@ func (e *fastEngine) serve(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	route = r.Name
-	for _, h := range identityHeaders {
-		ctx.Request.Header.Del(h)
-	}
-	claims, err := e.g.authenticate(tctx, string(ctx.Request.Header.Peek("Authorization")), r)
+	stats := e.g.metrics.route(r.Name)
+	stripHeaders(&req.Header, requestStripped, r.Request.Remove)
+	claims, err := e.authenticate(tctx, req.Header.Peek("Authorization"), r)
 	if err != nil {
-		e.g.metrics.authFailures.WithLabelValues(r.Name).Inc()
+		stats.authFailures.Inc()
 		e.fail(ctx, err)
 		return
 	}
+	var limits limitAnswer
 	if r.RateLimit != "" {
 		apiKey := ""
 		if e.g.apiKey != "" {
-			apiKey = string(ctx.Request.Header.Peek(e.g.apiKey))
+			apiKey = string(req.Header.Peek(e.g.apiKey))
 		}
-		if err := e.g.decide(tctx, r, claims, e.clientIP(ctx), apiKey, ctx.Response.Header.Set); err != nil {
+		limits, err = e.g.decide(tctx, r, claims, e.clientIP(ctx), apiKey)
+		if err != nil {
+			setLimitHeaders(&ctx.Response.Header, limits)
 			e.fail(ctx, err)
 			return
 		}
 	}
-	up := e.g.choose(r)
-	req := &ctx.Request
+	up := e.upstreams[e.g.choose(r)]
 	e.rewrite(ctx, req, r, up, id)
 	if claims != nil {
 		req.Header.Set(HeaderUserID, claims.Subject)
 		req.Header.Set(HeaderUserRoles, strings.Join(claims.Roles, ","))
 	}
-	// The client's answer keeps the headers the gateway set so far (the request id, RateLimit):
-	// the upstream's response replaces the whole response.
-	var kept [3][2]string
-	n := 0
-	for _, k := range [...]string{echo.HeaderXRequestID, "RateLimit-Policy", "RateLimit"} {
-		if v := ctx.Response.Header.Peek(k); len(v) > 0 {
-			kept[n] = [2]string{k, string(v)}
-			n++
-		}
-	}
 	// The client span, when the trace is recorded; either way the trace context goes upstream.
 	cctx := tctx
 	var cspan trace.Span
 	if span.IsRecording() {
-		cctx, cspan = e.tracer.Start(tctx, method+" "+up.target.Host, trace.WithSpanKind(trace.SpanKindClient))
+		cctx, cspan = e.tracer.Start(tctx, method+" "+up.host, trace.WithSpanKind(trace.SpanKindClient))
 	}
-	e.srv.Tracing.Propagator.Inject(cctx, fastCarrier{&req.Header})
+	if e.traced {
+		e.srv.Tracing.Propagator.Inject(cctx, fastCarrier{&req.Header})
+	}
 	sent := time.Now()
+	// The upstream's response replaces the whole response: the headers the gateway answers
+	// with (the request id, RateLimit) are set again below.
 	err = e.do(up, req, &ctx.Response)
 	if cspan != nil {
 		cspan.SetAttributes(attribute.Int("http.response.status_code", ctx.Response.StatusCode()))
@@ -231,13 +296,13 @@ func (e *fastEngine) serve(ctx *fasthttp.RequestCtx) {
 		}
 		cspan.End()
 	}
-	e.g.metrics.upstreamLatency.WithLabelValues(r.Name).Observe(time.Since(sent).Seconds())
+	stats.upstreamLatency.Observe(time.Since(sent).Seconds())
+	resp := &ctx.Response
 	if err != nil {
-		e.g.metrics.upstreamErrors.WithLabelValues(r.Name).Inc()
-		ctx.Response.Reset()
-		for _, kv := range kept[:n] {
-			ctx.Response.Header.Set(kv[0], kv[1])
-		}
+		stats.upstreamErrors.Inc()
+		resp.Reset()
+		resp.Header.Set(echo.HeaderXRequestID, id)
+		setLimitHeaders(&resp.Header, limits)
 		var ne net.Error
 		if errors.Is(err, fasthttp.ErrTimeout) || (errors.As(err, &ne) && ne.Timeout()) {
 			e.problem(ctx, http.StatusGatewayTimeout, "the upstream of route "+r.Name+" did not answer in time")
@@ -247,78 +312,124 @@ func (e *fastEngine) serve(ctx *fasthttp.RequestCtx) {
 		e.problem(ctx, http.StatusBadGateway, "the upstream of route "+r.Name+" is unavailable; retry later")
 		return
 	}
-	resp := &ctx.Response
-	dropHopByHop(&resp.Header)
-	for _, kv := range kept[:n] {
-		resp.Header.Set(kv[0], kv[1]) // the gateway's request id and RateLimit headers win over the upstream's
-	}
-	for _, h := range r.Response.Remove {
-		resp.Header.Del(h)
-	}
+	stripHeaders(&resp.Header, hopByHop, r.Response.Remove)
+	resp.Header.Set(echo.HeaderXRequestID, id) // the gateway's request id and RateLimit headers win over the upstream's
+	setLimitHeaders(&resp.Header, limits)
 	for k, v := range r.Response.Add {
 		resp.Header.Set(k, v)
 	}
 }
 
+func setLimitHeaders(h *fasthttp.ResponseHeader, a limitAnswer) {
+	if a.policy != "" {
+		h.Set("RateLimit-Policy", a.policy)
+		h.Set("RateLimit", a.state)
+	}
+	if a.retryAfter != "" {
+		h.Set("Retry-After", a.retryAfter)
+	}
+}
+
+// authenticate is the Gateway's, with the common case first: a bearer token already verified
+// is found in the cache without copying the header.
+func (e *fastEngine) authenticate(ctx context.Context, header []byte, r *Route) (*jwtauth.Claims, error) {
+	// The cache holds verified tokens only, which have no spaces: a header the general parser
+	// would read differently ("Bearer  t", "Bearer t ") misses here and is parsed there.
+	if r.Auth != AuthNone && len(header) > len("Bearer ") && bytes.EqualFold(header[:len("Bearer ")], []byte("Bearer ")) {
+		if claims := e.g.tokens.getBytes(header[len("Bearer "):]); claims != nil {
+			return claims, nil
+		}
+	}
+	return e.g.authenticate(ctx, string(header), r)
+}
+
+// methodName is the request's method as a string that may be kept (metric labels keep it):
+// a constant for the standard methods, a copy otherwise.
+func methodName(m []byte) string {
+	switch string(m) { // no allocation: the compiler compares in place
+	case http.MethodGet:
+		return http.MethodGet
+	case http.MethodPost:
+		return http.MethodPost
+	case http.MethodPut:
+		return http.MethodPut
+	case http.MethodDelete:
+		return http.MethodDelete
+	case http.MethodHead:
+		return http.MethodHead
+	case http.MethodPatch:
+		return http.MethodPatch
+	case http.MethodOptions:
+		return http.MethodOptions
+	}
+	return string(m)
+}
+
 // rewrite turns the client's request into the upstream's: target, path, forwarding headers,
-// the route's header rules, no hop-by-hop headers.
-func (e *fastEngine) rewrite(ctx *fasthttp.RequestCtx, req *fasthttp.Request, r *Route, up *Upstream, id string) {
-	path := string(req.URI().Path())
-	if r.RewritePrefix != nil {
-		path = strings.ReplaceAll(*r.RewritePrefix+strings.TrimPrefix(path, r.Prefix), "//", "/")
+// the route's header rules.
+func (e *fastEngine) rewrite(ctx *fasthttp.RequestCtx, req *fasthttp.Request, r *Route, up *fastUpstream, id string) {
+	uri := req.URI()
+	if r.RewritePrefix != nil || up.path != "" {
+		path := string(uri.Path())
+		if r.RewritePrefix != nil {
+			path = strings.ReplaceAll(*r.RewritePrefix+strings.TrimPrefix(path, r.Prefix), "//", "/")
+		}
+		uri.SetPath(up.path + path)
 	}
-	path = strings.TrimSuffix(up.target.Path, "/") + path
-	query := string(req.URI().QueryString())
-	clientHost := string(req.Host())
-	dropHopByHop(&req.Header)
-	// Expect: 100-continue was the gateway's to answer; the upstream gets the body at once.
-	req.Header.Del("Expect")
-	req.SetRequestURI(path)
-	req.URI().SetQueryString(query)
-	req.SetHost(up.target.Host)
-	req.Header.SetHost(up.target.Host)
-	ip := ctx.RemoteIP().String()
-	if prior := string(req.Header.Peek("X-Forwarded-For")); prior != "" {
-		ip = prior + ", " + ip
+	req.Header.SetBytesV("X-Forwarded-Host", req.Host()) // copied before SetHost changes it
+	uri.SetHost(up.host)
+	req.Header.SetHost(up.host)
+	var buf [64]byte
+	xff := buf[:0]
+	if prior := req.Header.Peek("X-Forwarded-For"); len(prior) > 0 {
+		xff = append(append(xff, prior...), ", "...)
 	}
-	req.Header.Set("X-Forwarded-For", ip)
-	req.Header.Set("X-Forwarded-Host", clientHost)
+	xff = remoteAddr(ctx).AppendTo(xff)
+	req.Header.SetBytesV("X-Forwarded-For", xff)
 	req.Header.Set("X-Forwarded-Proto", "http") // the gateway's public port is plain HTTP behind the load balancer
-	for _, h := range r.Request.Remove {
-		req.Header.Del(h)
-	}
 	for k, v := range r.Request.Add {
 		req.Header.Set(k, v)
 	}
 	req.Header.Set(echo.HeaderXRequestID, id)
 }
 
+// remoteAddr is the connection's peer address, IPv4 unmapped.
+func remoteAddr(ctx *fasthttp.RequestCtx) netip.Addr {
+	if a, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
+		return a.AddrPort().Addr().Unmap()
+	}
+	a, _ := netip.AddrFromSlice(ctx.RemoteIP())
+	return a.Unmap()
+}
+
 // do sends req to up under the retry rule: once more, within the upstream's budget, only when
 // the dial failed (nothing was sent); never after a timeout.
-func (e *fastEngine) do(up *Upstream, req *fasthttp.Request, resp *fasthttp.Response) error {
-	budget := e.budgets[up]
-	budget.deposit(time.Now())
-	err := e.clients[up].Do(req, resp)
-	var ns notSent
-	if err != nil && errors.As(err, &ns) && budget.withdraw(time.Now()) {
-		e.g.metrics.upstreamRetries.WithLabelValues(e.clients[up].Addr, "retried").Inc()
-		err = e.clients[up].Do(req, resp)
+func (e *fastEngine) do(up *fastUpstream, req *fasthttp.Request, resp *fasthttp.Response) error {
+	up.budget.deposit(time.Now())
+	err := up.client.Do(req, resp)
+	if err != nil && isNotSent(err) && up.budget.withdraw(time.Now()) {
+		e.g.metrics.upstreamRetries.WithLabelValues(up.client.Addr, "retried").Inc()
+		err = up.client.Do(req, resp)
 	}
 	if err != nil {
-		e.up[up].Set(0)
+		up.up.Set(0)
 	} else {
-		e.up[up].Set(1)
+		up.up.Set(1)
 	}
 	return err
 }
 
+func isNotSent(err error) bool {
+	var ns notSent
+	return errors.As(err, &ns)
+}
+
 // clientIP is the connection's address, or the first untrusted one of X-Forwarded-For when
 // the connection comes from TRUSTED_PROXIES.
-func (e *fastEngine) clientIP(ctx *fasthttp.RequestCtx) string {
-	remote, _ := netip.AddrFromSlice(ctx.RemoteIP())
-	remote = remote.Unmap()
+func (e *fastEngine) clientIP(ctx *fasthttp.RequestCtx) netip.Addr {
+	remote := remoteAddr(ctx)
 	if !e.isTrusted(remote) {
-		return remote.String()
+		return remote
 	}
 	parts := strings.Split(string(ctx.Request.Header.Peek("X-Forwarded-For")), ",")
 	for i := len(parts) - 1; i >= 0; i-- {
@@ -327,10 +438,10 @@ func (e *fastEngine) clientIP(ctx *fasthttp.RequestCtx) string {
 			break
 		}
 		if !e.isTrusted(a) {
-			return a.String()
+			return a.Unmap()
 		}
 	}
-	return remote.String()
+	return remote
 }
 
 func (e *fastEngine) isTrusted(a netip.Addr) bool {
@@ -440,7 +551,7 @@ func (e *fastEngine) logRequest(ctx context.Context, id, method, path, route str
 	}
 	e.logger.LogAttrs(ctx, level, "request", slog.String("request_id", id), slog.String("method", method), slog.String("path", path),
 		slog.String("route", route), slog.Int("status", status), slog.Duration("latency", time.Since(start)),
-		slog.String("remote_ip", e.clientIP(rc)))
+		slog.String("remote_ip", e.clientIP(rc).String()))
 }
 
 // fastCarrier lets the trace-context propagator read and write fasthttp's request headers.

@@ -1,6 +1,10 @@
 package gateway
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // metrics are the gateway's own, by route name (the HTTP ones come from package web).
 type metrics struct {
@@ -11,6 +15,28 @@ type metrics struct {
 	upstreamRetries *prometheus.CounterVec
 	decisions       *prometheus.CounterVec
 	upstreamUp      *prometheus.GaugeVec
+	routes          sync.Map // route name → *routeStats
+}
+
+// routeStats are one route's series, looked up once: a label lookup hashes every label value
+// under a lock, and per request that measured as much as the gateway's checks together.
+type routeStats struct {
+	allowed, limited, unavailable, rateLimited, authFailures, upstreamErrors prometheus.Counter
+	upstreamLatency                                                          prometheus.Observer
+}
+
+func (m *metrics) route(name string) *routeStats {
+	if s, ok := m.routes.Load(name); ok {
+		return s.(*routeStats)
+	}
+	s := &routeStats{
+		allowed: m.decisions.WithLabelValues(name, "allowed"), limited: m.decisions.WithLabelValues(name, "limited"),
+		unavailable: m.decisions.WithLabelValues(name, "unavailable"), rateLimited: m.rateLimited.WithLabelValues(name),
+		authFailures: m.authFailures.WithLabelValues(name), upstreamErrors: m.upstreamErrors.WithLabelValues(name),
+		upstreamLatency: m.upstreamLatency.WithLabelValues(name),
+	}
+	actual, _ := m.routes.LoadOrStore(name, s)
+	return actual.(*routeStats)
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {

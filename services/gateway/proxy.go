@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,6 +45,7 @@ type Gateway struct {
 	pick      func(n int) int
 	tokens    *tokenCache
 	policyHdr map[string]string
+	document  []byte // the public API's OpenAPI document, served at /openapi.json
 	// upstreams is the net/http engine's client; the fasthttp engine dials TLS upstreams
 	// through its dialer, which checks each upstream's workload identity.
 	upstreams *upstreamTransport
@@ -77,7 +79,7 @@ func (g *Gateway) handle(c echo.Context) error {
 
 	claims, err := g.authenticate(req.Context(), req.Header.Get(echo.HeaderAuthorization), route)
 	if err != nil {
-		g.metrics.authFailures.WithLabelValues(route.Name).Inc()
+		g.metrics.route(route.Name).authFailures.Inc()
 		return err
 	}
 	if route.RateLimit != "" {
@@ -120,38 +122,61 @@ func (g *Gateway) limit(c echo.Context, route *Route, claims *jwtauth.Claims) er
 	if g.apiKey != "" {
 		apiKey = c.Request().Header.Get(g.apiKey)
 	}
+	ip, _ := netip.ParseAddr(c.RealIP())
+	a, err := g.decide(c.Request().Context(), route, claims, ip, apiKey)
 	h := c.Response().Header()
-	return g.decide(c.Request().Context(), route, claims, c.RealIP(), apiKey, h.Set)
+	if a.policy != "" {
+		h.Set("RateLimit-Policy", a.policy)
+		h.Set("RateLimit", a.state)
+	}
+	if a.retryAfter != "" {
+		h.Set("Retry-After", a.retryAfter)
+	}
+	return err
 }
 
+// limitAnswer is what a rate-limit decision puts on the response: the RateLimit-Policy and
+// RateLimit headers, and Retry-After when refused.
+type limitAnswer struct{ policy, state, retryAfter string }
+
 // decide takes a token for the client (the token's subject, else the API key, else the
-// address; always the address under a by-address policy), sets the RateLimit headers through
-// set, and returns the 429 or 503 to answer when it cannot.
-func (g *Gateway) decide(ctx context.Context, route *Route, claims *jwtauth.Claims, ip, apiKey string, set func(k, v string)) error {
+// address; always the address under a by-address policy) and returns the RateLimit headers,
+// with the 429 or 503 to answer when it cannot.
+func (g *Gateway) decide(ctx context.Context, route *Route, claims *jwtauth.Claims, ip netip.Addr, apiKey string) (limitAnswer, error) {
 	policy := g.table.RateLimits[route.RateLimit]
-	key := "ip:" + ip
+	stats := g.metrics.route(route.Name)
+	var key string
 	switch {
 	case policy.By == LimitByAddress:
+		key = route.RateLimit + "|ip:" + ip.String()
 	case claims != nil:
-		key = "sub:" + claims.Subject
+		key = route.RateLimit + "|sub:" + claims.Subject
 	case apiKey != "":
-		key = "key:" + apiKey
+		key = route.RateLimit + "|key:" + apiKey
+	default:
+		key = route.RateLimit + "|ip:" + ip.String()
 	}
-	d, err := g.limiter.Allow(ctx, route.RateLimit+"|"+key, policy)
+	d, err := g.limiter.Allow(ctx, key, policy)
 	if err != nil {
-		g.metrics.decisions.WithLabelValues(route.Name, "unavailable").Inc()
-		return fault.New(fault.ErrUnavailable, "the rate limiter is unavailable; retry later")
+		stats.unavailable.Inc()
+		return limitAnswer{}, fault.New(fault.ErrUnavailable, "the rate limiter is unavailable; retry later")
 	}
-	set("RateLimit-Policy", g.policyHdr[route.RateLimit])
-	set("RateLimit", fmt.Sprintf("%q;r=%d;t=%d", route.RateLimit, d.Remaining, ceilSeconds(d.Reset)))
+	// "name";r=<remaining>;t=<seconds to full>, built without fmt: this runs on every request.
+	var buf [96]byte
+	b := strconv.AppendQuote(buf[:0], route.RateLimit)
+	b = append(b, ";r="...)
+	b = strconv.AppendInt(b, int64(d.Remaining), 10)
+	b = append(b, ";t="...)
+	b = strconv.AppendInt(b, int64(ceilSeconds(d.Reset)), 10)
+	a := limitAnswer{policy: g.policyHdr[route.RateLimit], state: string(b)}
 	if d.Allowed {
-		g.metrics.decisions.WithLabelValues(route.Name, "allowed").Inc()
-		return nil
+		stats.allowed.Inc()
+		return a, nil
 	}
-	g.metrics.decisions.WithLabelValues(route.Name, "limited").Inc()
-	g.metrics.rateLimited.WithLabelValues(route.Name).Inc()
-	set("Retry-After", strconv.Itoa(max(1, ceilSeconds(d.RetryAfter))))
-	return echo.NewHTTPError(http.StatusTooManyRequests,
+	stats.limited.Inc()
+	stats.rateLimited.Inc()
+	a.retryAfter = strconv.Itoa(max(1, ceilSeconds(d.RetryAfter)))
+	return a, echo.NewHTTPError(http.StatusTooManyRequests,
 		fmt.Sprintf("rate limit %q exceeded: %g requests/s with bursts of %d; retry after the Retry-After seconds", route.RateLimit, policy.Rate, policy.Burst))
 }
 
@@ -205,7 +230,7 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 
 func (g *Gateway) modifyResponse(resp *http.Response) error {
 	f := resp.Request.Context().Value(ctxKey{}).(*forward)
-	g.metrics.upstreamLatency.WithLabelValues(f.route.Name).Observe(time.Since(f.start).Seconds())
+	g.metrics.route(f.route.Name).upstreamLatency.Observe(time.Since(f.start).Seconds())
 	if b, ok := resp.Body.(*pooledBody); ok && b.answeredEarly() {
 		drainRequestBody(f, b.writer)
 	}
@@ -247,7 +272,7 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	name := ""
 	if f != nil {
 		name = f.route.Name
-		g.metrics.upstreamErrors.WithLabelValues(name).Inc()
+		g.metrics.route(name).upstreamErrors.Inc()
 	}
 	var ne net.Error
 	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
@@ -277,6 +302,17 @@ func newTokenCache(max int, now func() time.Time) *tokenCache {
 func (c *tokenCache) get(raw string) *jwtauth.Claims {
 	c.mu.RLock()
 	cl := c.items[raw]
+	c.mu.RUnlock()
+	if cl == nil || cl.ExpiresAt == nil || !c.now().Before(cl.ExpiresAt.Time) {
+		return nil
+	}
+	return cl
+}
+
+// getBytes is get without copying raw: the map lookup converts it in place.
+func (c *tokenCache) getBytes(raw []byte) *jwtauth.Claims {
+	c.mu.RLock()
+	cl := c.items[string(raw)]
 	c.mu.RUnlock()
 	if cl == nil || cl.ExpiresAt == nil || !c.now().Before(cl.ExpiresAt.Time) {
 		return nil

@@ -1,10 +1,16 @@
 package gateway
 
-import "github.com/labstack/echo/v4"
+import (
+	"github.com/labstack/echo/v4"
+
+	"github.com/shopmesh/shopmesh/services/internal/web"
+)
 
 // addRoutes lists the gateway's routes: its own health and metrics endpoints come from package
-// web; every other path is matched against the route table.
+// web, /openapi.json is the public API its route table serves; every other path is matched
+// against the route table.
 func addRoutes(e *echo.Echo, g *Gateway) {
+	e.GET("/openapi.json", web.Document(g.document))
 	e.Any("/*", g.handle)
 	e.Any("/", g.handle)
 }

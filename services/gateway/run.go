@@ -14,6 +14,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/shopmesh/shopmesh/api"
 	"github.com/shopmesh/shopmesh/services/internal/mtls"
 	"github.com/shopmesh/shopmesh/services/internal/web"
 )
@@ -162,6 +163,15 @@ func newServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Serve
 			}
 		}
 	}
+	doc, err := api.Public(func(method, path string) api.Route {
+		r := table.Match(method, path)
+		return api.Route{Routed: r != nil, Auth: r != nil && r.Auth != AuthNone, Limited: r != nil && r.RateLimit != ""}
+	})
+	if err != nil {
+		release()
+		return nil, nil, nil, err
+	}
+	g.document = doc
 	for name, p := range table.RateLimits {
 		// draft-ietf-httpapi-ratelimit-headers: quota per 1 s window; burst is our extension.
 		g.policyHdr[name] = fmt.Sprintf("%q;q=%g;w=1;burst=%d", name, p.Rate, p.Burst)

@@ -84,6 +84,13 @@ func startShop(t *testing.T, env map[string]string) shop {
 	for _, e := range append(layout.Services(), layout.Gateway) {
 		waitReady(t, layout.ProbeURL(e), done, logs)
 	}
+	// Every exchange follows the API documents: the public API through the gateway, each
+	// service's own on its port (when plain HTTP; under mTLS only peers reach them).
+	for _, base := range []string{s.gateway, s.users, s.products, s.orders} {
+		if strings.HasPrefix(base, "http://") {
+			webtest.CheckServed(t, base)
+		}
+	}
 	return s
 }
 

@@ -27,8 +27,10 @@ func start(t *testing.T) *fixture {
 	env := map[string]string{"JWKS_URL": iss.JWKSURL, "SEED_DEMO_CATALOG": "false"}
 
 	pts := webtest.Start(t, env, products.LoadConfig, products.NewServer)
+	webtest.CheckServer(t, pts) // orders' calls to products are checked too
 	env["PRODUCTS_URL"] = pts.URL
 	ots := webtest.Start(t, env, LoadConfig, NewServer)
+	webtest.CheckServer(t, ots)
 
 	f := &fixture{orders: ots.URL, products: pts.URL, productsServer: pts,
 		alice: iss.Token(t, uuid.NewString()), bob: iss.Token(t, uuid.NewString()), admin: iss.Token(t, uuid.NewString(), "admin")}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/shopmesh/shopmesh/api"
 	"github.com/shopmesh/shopmesh/services/internal/periodic"
 	"github.com/shopmesh/shopmesh/services/internal/pgdb"
 	"github.com/shopmesh/shopmesh/services/internal/web"
@@ -21,6 +22,10 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 
 // NewServer builds the orders service from cfg; call the returned func to release it.
 func NewServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Server, func(), error) {
+	doc, err := api.Document("orders")
+	if err != nil {
+		return nil, nil, err
+	}
 	srv := web.New(cfg.HTTP, logger)
 	material, err := srv.EnableMTLS(cfg.TLS)
 	if err != nil {
@@ -59,6 +64,6 @@ func NewServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Serve
 	svc.faults, svc.margin = cfg.faults, cfg.ConfirmMargin
 	stopReconcile := periodic.Start(cfg.Reconcile, logger, "confirming stored orders' reservations", svc.ReconcileStock)
 	verifier := cfg.Auth.NewRemoteVerifier(&http.Client{Timeout: 5 * time.Second, Transport: srv.Tracing.Transport(jwks, "users")})
-	addRoutes(srv.Echo, svc, verifier)
+	addRoutes(srv.Echo, svc, verifier, doc)
 	return srv, func() { stopReconcile(); stopExpiry(); closeFn() }, nil
 }

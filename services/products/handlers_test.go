@@ -27,6 +27,7 @@ func start(t *testing.T, env map[string]string) fixture {
 		all[k] = v
 	}
 	ts := webtest.Start(t, all, LoadConfig, NewServer)
+	webtest.CheckServer(t, ts)
 	return fixture{base: ts.URL, admin: iss.Token(t, uuid.NewString(), "admin"), user: iss.Token(t, uuid.NewString()), issuer: iss}
 }
 

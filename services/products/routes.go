@@ -6,10 +6,12 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/shopmesh/shopmesh/services/internal/jwtauth"
+	"github.com/shopmesh/shopmesh/services/internal/web"
 )
 
 // addRoutes lists every route of the products service.
-func addRoutes(e *echo.Echo, store Store, verifier *jwtauth.Verifier, reservationTTL time.Duration) {
+func addRoutes(e *echo.Echo, store Store, verifier *jwtauth.Verifier, reservationTTL time.Duration, doc []byte) {
+	e.GET("/openapi.json", web.Document(doc))
 	authn := jwtauth.Authenticate(verifier)
 	admin := jwtauth.RequireRole(jwtauth.RoleAdmin)
 

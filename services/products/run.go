@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/shopmesh/shopmesh/api"
 	"github.com/shopmesh/shopmesh/services/internal/periodic"
 	"github.com/shopmesh/shopmesh/services/internal/pgdb"
 	"github.com/shopmesh/shopmesh/services/internal/web"
@@ -21,6 +22,10 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 
 // NewServer builds the products service from cfg; call the returned func to release it.
 func NewServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Server, func(), error) {
+	doc, err := api.Document("products")
+	if err != nil {
+		return nil, nil, err
+	}
 	srv := web.New(cfg.HTTP, logger)
 	material, err := srv.EnableMTLS(cfg.TLS)
 	if err != nil {
@@ -45,7 +50,7 @@ func NewServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Serve
 		logger.Info("demo catalog", "added", n)
 	}
 	verifier := cfg.Auth.NewRemoteVerifier(&http.Client{Timeout: 5 * time.Second, Transport: srv.Tracing.Transport(jwks, "users")})
-	addRoutes(srv.Echo, store, verifier, cfg.ReservationTTL)
+	addRoutes(srv.Echo, store, verifier, cfg.ReservationTTL, doc)
 	// Any replica may sweep: each expired reservation is released once.
 	stopSweep := periodic.Start(cfg.ReservationSweep, logger, "releasing expired reservations", func(ctx context.Context) (int64, error) {
 		return store.ExpirePending(ctx, now(), 500)

@@ -14,7 +14,9 @@ import (
 // startServer runs the real users server on loopback.
 func startServer(t *testing.T, env map[string]string) string {
 	t.Helper()
-	return webtest.Start(t, env, LoadConfig, NewServer).URL
+	ts := webtest.Start(t, env, LoadConfig, NewServer)
+	webtest.CheckServer(t, ts)
+	return ts.URL
 }
 
 func register(t *testing.T, base, email, password string) {

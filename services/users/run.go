@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/shopmesh/shopmesh/api"
 	"github.com/shopmesh/shopmesh/services/internal/jwtauth"
 
 	"github.com/shopmesh/shopmesh/services/internal/periodic"
@@ -23,6 +24,10 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 
 // NewServer builds the users service from cfg; call the returned func to release it.
 func NewServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Server, func(), error) {
+	doc, err := api.Document("users")
+	if err != nil {
+		return nil, nil, err
+	}
 	srv := web.New(cfg.HTTP, logger)
 	if _, err := srv.EnableMTLS(cfg.TLS); err != nil {
 		return nil, nil, err
@@ -55,7 +60,7 @@ func NewServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Serve
 		logger.Info("admin account", "email", cfg.AdminEmail, "created", created)
 	}
 	verifier := jwtauth.NewVerifier(signer.Keys(), cfg.Issuer, cfg.Audience, jwtauth.Leeway)
-	addRoutes(srv.Echo, svc, signer, verifier)
+	addRoutes(srv.Echo, svc, signer, verifier, doc)
 	logger.Info("password checks", "concurrent", cfg.Limits.PasswordChecks, "wait", cfg.Limits.PasswordWait.String(),
 		"login_max_failures", cfg.Limits.Login.MaxFailures, "login_lock", cfg.Limits.Login.Lock.String())
 	return srv, release, nil

@@ -170,5 +170,13 @@ func (c Config) sampler() sdktrace.Sampler {
 // Shutdown sends the spans still buffered and stops the exporter.
 func (t *Tracing) Shutdown(ctx context.Context) error { return t.shutdown(ctx) }
 
+// Records reports whether t can record spans at all: false for Noop, whose only work is to
+// pass an incoming trace context on, which a proxy that forwards the headers unchanged does
+// without extracting and injecting it.
+func (t *Tracing) Records() bool {
+	_, isNoop := t.Provider.(noop.TracerProvider)
+	return !isNoop
+}
+
 // Tracer is this package's instrumentation scope on t's provider.
 func (t *Tracing) Tracer(scope string) trace.Tracer { return t.Provider.Tracer(scope) }

@@ -3,6 +3,7 @@ package web
 import (
 	"errors"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -12,6 +13,33 @@ import (
 type metrics struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
+	series   sync.Map // seriesKey → *series
+}
+
+type seriesKey struct {
+	method, route string
+	status        int
+}
+
+// series are one method, route and status's counter and histogram, looked up once: label
+// lookups hash every value under a lock, a cost the gateway's data plane measured per request.
+type series struct {
+	requests prometheus.Counter
+	latency  prometheus.Observer
+}
+
+// observe counts one request. method and route are kept as label values: they must not alias
+// a buffer that is reused.
+func (m *metrics) observe(method, route string, status int, d time.Duration) {
+	k := seriesKey{method, route, status}
+	v, ok := m.series.Load(k)
+	if !ok {
+		code := strconv.Itoa(status)
+		v, _ = m.series.LoadOrStore(k, &series{m.requests.WithLabelValues(method, route, code), m.latency.WithLabelValues(method, route, code)})
+	}
+	s := v.(*series)
+	s.requests.Inc()
+	s.latency.Observe(d.Seconds())
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -37,9 +65,7 @@ func (m *metrics) middleware(next echo.HandlerFunc) echo.HandlerFunc {
 		if route == "" || errors.Is(err, echo.ErrNotFound) || errors.Is(err, echo.ErrMethodNotAllowed) {
 			route = "unmatched"
 		}
-		status := strconv.Itoa(c.Response().Status)
-		m.requests.WithLabelValues(c.Request().Method, route, status).Inc()
-		m.latency.WithLabelValues(c.Request().Method, route, status).Observe(time.Since(start).Seconds())
+		m.observe(c.Request().Method, route, c.Response().Status, time.Since(start))
 		return err
 	}
 }

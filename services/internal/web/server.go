@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -119,9 +118,7 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) *Server {
 // ObserveRequest counts a request served outside echo (the gateway's fasthttp engine) in the
 // same http_requests_total and http_request_duration_seconds.
 func (s *Server) ObserveRequest(method, route string, status int, d time.Duration) {
-	code := strconv.Itoa(status)
-	s.metrics.requests.WithLabelValues(method, route, code).Inc()
-	s.metrics.latency.WithLabelValues(method, route, code).Observe(d.Seconds())
+	s.metrics.observe(method, route, status, d)
 }
 
 // Ready runs the readiness checks, as /readyz does: nil when all pass.
@@ -327,4 +324,9 @@ func Run[C any](ctx context.Context, args []string, getenv func(string) string, 
 	}
 	defer release()
 	return srv.ListenAndServe(ctx)
+}
+
+// Document serves a fixed JSON document: a service's OpenAPI description at /openapi.json.
+func Document(doc []byte) echo.HandlerFunc {
+	return func(c echo.Context) error { return c.JSONBlob(http.StatusOK, doc) }
 }

@@ -10,8 +10,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"sync"
 	"testing"
 
+	"github.com/labstack/echo/v4"
+
+	"github.com/shopmesh/shopmesh/services/internal/contract"
 	"github.com/shopmesh/shopmesh/services/internal/web"
 )
 
@@ -49,18 +54,22 @@ func (r Response) Problem(t testing.TB) web.Problem {
 func Do(t testing.TB, method, url string, body any, headers ...string) Response {
 	t.Helper()
 	var rd io.Reader
+	var sent []byte
 	switch b := body.(type) {
 	case nil:
 	case string:
-		rd = bytes.NewBufferString(b)
+		sent = []byte(b)
 	case []byte:
-		rd = bytes.NewReader(b)
+		sent = b
 	default:
 		data, err := json.Marshal(b)
 		if err != nil {
 			t.Fatal(err)
 		}
-		rd = bytes.NewReader(data)
+		sent = data
+	}
+	if body != nil {
+		rd = bytes.NewReader(sent)
 	}
 	req, err := http.NewRequest(method, url, rd)
 	if err != nil {
@@ -81,7 +90,82 @@ func Do(t testing.TB, method, url string, body any, headers ...string) Response 
 	if err != nil {
 		t.Fatal(err)
 	}
+	if c, ok := contracts.Load(req.URL.Host); ok {
+		x := contract.Exchange{Method: method, URL: req.URL, Header: req.Header, Body: sent,
+			Status: resp.StatusCode, RHeader: resp.Header, RBody: data}
+		if err := c.(*contract.Checker).Check(x); err != nil {
+			t.Errorf("contract: %v", err)
+		}
+	}
 	return Response{Status: resp.StatusCode, Header: resp.Header, Body: data}
+}
+
+// CheckServer checks every exchange of the test server ts, from any client, against the
+// document it serves at /openapi.json, until the test ends: an answer the document does not
+// describe fails the test.
+func CheckServer(t testing.TB, ts *httptest.Server) *contract.Checker {
+	t.Helper()
+	r := Do(t, http.MethodGet, ts.URL+"/openapi.json", nil)
+	if r.Status != http.StatusOK {
+		t.Fatalf("GET %s/openapi.json: %d %s", ts.URL, r.Status, r.Body)
+	}
+	c, err := contract.New(r.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The document and the router list the same operations.
+	if e, ok := ts.Config.Handler.(*echo.Echo); ok {
+		var routes []string
+		for _, rt := range e.Routes() {
+			routes = append(routes, rt.Method+" "+rt.Path)
+		}
+		if err := c.SameRoutes(routes); err != nil {
+			t.Errorf("contract: %v", err)
+		}
+	}
+	var mu sync.Mutex
+	done := false
+	ts.Config.Handler = c.Handler(ts.Config.Handler, func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !done { // a request the server finishes after the test is no longer the test's
+			t.Errorf("contract: %v", err)
+		}
+	})
+	t.Cleanup(func() { mu.Lock(); done = true; mu.Unlock() })
+	return c
+}
+
+// CheckServed is CheckContract with the document the server at baseURL serves at
+// /openapi.json: for servers the test does not build itself, such as a whole shop's gateway.
+func CheckServed(t testing.TB, baseURL string) *contract.Checker {
+	t.Helper()
+	r := Do(t, http.MethodGet, baseURL+"/openapi.json", nil)
+	if r.Status != http.StatusOK {
+		t.Fatalf("GET %s/openapi.json: %d %s", baseURL, r.Status, r.Body)
+	}
+	return CheckContract(t, baseURL, r.Body)
+}
+
+// contracts holds, by host:port, the checker of each test server under CheckContract.
+var contracts sync.Map
+
+// CheckContract makes Do check every exchange with the server at baseURL against its OpenAPI
+// document (package api) until the test ends: an answer the document does not describe fails
+// the test.
+func CheckContract(t testing.TB, baseURL string, doc []byte) *contract.Checker {
+	t.Helper()
+	c, err := contract.New(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(baseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	contracts.Store(u.Host, c)
+	t.Cleanup(func() { contracts.Delete(u.Host) })
+	return c
 }
 
 // Bearer returns an Authorization header pair for token.
