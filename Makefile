@@ -47,6 +47,7 @@ lint:
 	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
+	bash scripts/vulncheck.sh
 	$(GO) run $(ACTIONLINT)
 	npx --yes $(DOCKERFILE_LINT) lint Dockerfile
 	@if command -v shellcheck >/dev/null; then echo "shellcheck scripts/*.sh .ci/run"; shellcheck scripts/*.sh .ci/run; \

@@ -28,6 +28,7 @@ wait_for() { for _ in $(seq 1 100); do curl -fsS -o /dev/null "$1" 2>/dev/null &
 "$work/upstream" -addr 127.0.0.1:9001 & pids+=($!)
 "$work/plainproxy" -addr 127.0.0.1:9005 -upstream http://127.0.0.1:9001 2>/dev/null & pids+=($!)
 "$work/fastplain" -addr 127.0.0.1:9009 -upstream 127.0.0.1:9001 2>/dev/null & pids+=($!)
+"$work/fastplain" -addr 127.0.0.1:9010 -reject 2>/dev/null & pids+=($!)
 HTTP_ADDR=127.0.0.1:9004 LOG_LEVEL=warn "$work/users" >/dev/null & pids+=($!)
 
 cat > "$work/nginx.conf" <<NGINX
@@ -147,6 +148,7 @@ echo "rejections: the same token over a 1 req/s limit (every answer after the fi
 wrk_run flood http://127.0.0.1:9003/flood/x
 wrk_run fastflood http://127.0.0.1:9007/flood/x
 wrk_run nginxflood http://127.0.0.1:9002/flood/x
+wrk_run barereject http://127.0.0.1:9010/flood/x   # fasthttp answering 429 with no work at all: the ceiling here
 
 echo
 echo "memory: resident set growth of each gateway process (bench/connmem)"

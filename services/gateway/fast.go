@@ -11,10 +11,12 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
@@ -265,6 +267,10 @@ func (e *fastEngine) serve(ctx *fasthttp.RequestCtx) {
 		limits, err = e.g.decide(tctx, r, claims, e.clientIP(ctx), apiKey)
 		if err != nil {
 			setLimitHeaders(&ctx.Response.Header, limits)
+			if limits.retryAfter != "" { // refused: the common answer under a flood, made without errors.As
+				e.problemFor(ctx, http.StatusTooManyRequests, e.g.limitMsg[r.RateLimit], path, id)
+				return
+			}
 			e.fail(ctx, err)
 			return
 		}
@@ -484,12 +490,68 @@ func (e *fastEngine) fail(ctx *fasthttp.RequestCtx, err error) {
 }
 
 func (e *fastEngine) problem(ctx *fasthttp.RequestCtx, status int, detail string) {
-	p := web.Problem{Type: "about:blank", Title: http.StatusText(status), Status: status, Detail: detail,
-		Instance: string(ctx.Path()), RequestID: string(ctx.Response.Header.Peek(echo.HeaderXRequestID))}
-	b, _ := json.Marshal(p)
+	e.problemFor(ctx, status, detail, string(ctx.Path()), string(ctx.Response.Header.Peek(echo.HeaderXRequestID)))
+}
+
+// problemFor answers a problem+json body, the web.Problem the net/http engine answers,
+// written without reflection.
+func (e *fastEngine) problemFor(ctx *fasthttp.RequestCtx, status int, detail, instance, requestID string) {
 	ctx.Response.Header.SetContentType(web.MIMEProblemJSON)
 	ctx.SetStatusCode(status)
-	ctx.SetBody(b)
+	buf := problemBufs.Get().(*[]byte)
+	*buf = appendProblem((*buf)[:0], status, detail, instance, requestID)
+	ctx.SetBody(*buf) // copied
+	problemBufs.Put(buf)
+}
+
+var problemBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// appendProblem appends a problem's JSON: the fields of web.Problem the gateway uses, in its
+// order, empty ones left out as its omitempty tags do.
+func appendProblem(b []byte, status int, detail, instance, requestID string) []byte {
+	b = append(b, `{"type":"about:blank","title":`...)
+	b = appendJSONString(b, http.StatusText(status))
+	b = append(b, `,"status":`...)
+	b = strconv.AppendInt(b, int64(status), 10)
+	for _, f := range [...]struct{ key, value string }{{"detail", detail}, {"instance", instance}, {"request_id", requestID}} {
+		if f.value != "" {
+			b = append(b, ',', '"')
+			b = append(b, f.key...)
+			b = append(b, '"', ':')
+			b = appendJSONString(b, f.value)
+		}
+	}
+	return append(b, '}')
+}
+
+// appendJSONString appends s as a JSON string: quotes, backslashes and control characters
+// escaped, invalid UTF-8 replaced by U+FFFD, as encoding/json does.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\':
+				b = append(b, '\\', c)
+			case c < 0x20:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			default:
+				b = append(b, c)
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, `\ufffd`...)
+		} else {
+			b = append(b, s[i:i+size]...)
+		}
+		i += size
+	}
+	return append(b, '"')
 }
 
 func (e *fastEngine) json(ctx *fasthttp.RequestCtx, status int, v any) {

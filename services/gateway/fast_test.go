@@ -1,8 +1,11 @@
 package gateway
 
 import (
+	"encoding/json"
+	"reflect"
 	"testing"
 
+	"github.com/shopmesh/shopmesh/services/internal/web"
 	"github.com/shopmesh/shopmesh/services/internal/webtest"
 )
 
@@ -55,6 +58,26 @@ func TestFastEngineTokenForms(t *testing.T) {
 		}
 		if r.Status == 200 && decodeSeen(t, r).Header.Get(HeaderUserID) != "user-1" {
 			t.Errorf("Authorization %.20q…: upstream saw no X-User-Id", tt.header)
+		}
+	}
+}
+
+// TestAppendProblem: the hand-written problem body is the JSON encoding/json makes of the same
+// web.Problem, whatever the strings hold.
+func TestAppendProblem(t *testing.T) {
+	for _, s := range []string{"", "plain", `quote " and backslash \`, "tab\tnewline\n\x00\x1f", "<html> & co", "é ✓ 🛒", "bad \xff utf-8 \xc3", "\u2028\u2029"} {
+		got := appendProblem(nil, 429, s, "/orders"+s, s)
+		want := web.Problem{Type: "about:blank", Title: "Too Many Requests", Status: 429, Detail: s, Instance: "/orders" + s, RequestID: s}
+		var back web.Problem
+		if err := json.Unmarshal(got, &back); err != nil {
+			t.Fatalf("%q: %s is not JSON: %v", s, got, err)
+		}
+		// encoding/json turns invalid UTF-8 into U+FFFD; so must the hand-written body.
+		wantJSON, _ := json.Marshal(want)
+		var wantBack web.Problem
+		_ = json.Unmarshal(wantJSON, &wantBack)
+		if !reflect.DeepEqual(back, wantBack) {
+			t.Errorf("%q:\n got %+v\nwant %+v", s, back, wantBack)
 		}
 	}
 }

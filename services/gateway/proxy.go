@@ -45,7 +45,8 @@ type Gateway struct {
 	pick      func(n int) int
 	tokens    *tokenCache
 	policyHdr map[string]string
-	document  []byte // the public API's OpenAPI document, served at /openapi.json
+	limitMsg  map[string]string // the 429's detail per policy, made once: floods are answered by the thousand
+	document  []byte            // the public API's OpenAPI document, served at /openapi.json
 	// upstreams is the net/http engine's client; the fasthttp engine dials TLS upstreams
 	// through its dialer, which checks each upstream's workload identity.
 	upstreams *upstreamTransport
@@ -176,8 +177,7 @@ func (g *Gateway) decide(ctx context.Context, route *Route, claims *jwtauth.Clai
 	stats.limited.Inc()
 	stats.rateLimited.Inc()
 	a.retryAfter = strconv.Itoa(max(1, ceilSeconds(d.RetryAfter)))
-	return a, echo.NewHTTPError(http.StatusTooManyRequests,
-		fmt.Sprintf("rate limit %q exceeded: %g requests/s with bursts of %d; retry after the Retry-After seconds", route.RateLimit, policy.Rate, policy.Burst))
+	return a, echo.NewHTTPError(http.StatusTooManyRequests, g.limitMsg[route.RateLimit])
 }
 
 func ceilSeconds(d time.Duration) int { return int(math.Ceil(d.Seconds())) }

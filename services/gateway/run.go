@@ -150,6 +150,7 @@ func newServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Serve
 		pick:      randomPick,
 		tokens:    newTokenCache(100_000, time.Now),
 		policyHdr: map[string]string{},
+		limitMsg:  map[string]string{},
 	}
 	g.upstreams = upstreams
 	upstreams.onRetry = func(upstream, outcome string) { g.metrics.upstreamRetries.WithLabelValues(upstream, outcome).Inc() }
@@ -175,6 +176,7 @@ func newServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Serve
 	for name, p := range table.RateLimits {
 		// draft-ietf-httpapi-ratelimit-headers: quota per 1 s window; burst is our extension.
 		g.policyHdr[name] = fmt.Sprintf("%q;q=%g;w=1;burst=%d", name, p.Rate, p.Burst)
+		g.limitMsg[name] = fmt.Sprintf("rate limit %q exceeded: %g requests/s with bursts of %d; retry after the Retry-After seconds", name, p.Rate, p.Burst)
 	}
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite:        g.rewrite,
