@@ -39,18 +39,22 @@ func document(service string) (object, error) {
 	if !slices.Contains(Services, service) {
 		return nil, fmt.Errorf("no API document for %q; one of %s", service, strings.Join(Services, ", "))
 	}
-	doc, err := load(service + ".yaml")
-	if err != nil {
-		return nil, err
+	doc, _, err := withCommon(service + ".yaml")
+	return doc, err
+}
+
+// withCommon loads a document with common.yaml merged in; common is returned too.
+func withCommon(name string) (doc, common object, err error) {
+	if doc, err = load(name); err != nil {
+		return nil, nil, err
 	}
-	common, err := load("common.yaml")
-	if err != nil {
-		return nil, err
+	if common, err = load("common.yaml"); err != nil {
+		return nil, nil, err
 	}
 	if err := merge(doc, common, false); err != nil {
-		return nil, fmt.Errorf("%s.yaml: %w", service, err)
+		return nil, nil, fmt.Errorf("%s: %w", name, err)
 	}
-	return doc, nil
+	return doc, common, nil
 }
 
 // Route is what the gateway's route table says of one operation: whether a route sends it
@@ -63,16 +67,9 @@ type Route struct {
 // services' documents that route routes (path templates are matched with their parameters
 // filled in), with the gateway's own answers added, and the gateway's operational paths.
 func Public(route func(method, path string) Route) ([]byte, error) {
-	doc, err := load("gateway.yaml")
+	doc, common, err := withCommon("gateway.yaml")
 	if err != nil {
 		return nil, err
-	}
-	common, err := load("common.yaml")
-	if err != nil {
-		return nil, err
-	}
-	if err := merge(doc, common, false); err != nil {
-		return nil, fmt.Errorf("gateway.yaml: %w", err)
 	}
 	paths := doc["paths"].(object)
 	components := doc["components"].(object)

@@ -352,24 +352,15 @@ func (e *fastEngine) authenticate(ctx context.Context, header []byte, r *Route) 
 // methodName is the request's method as a string that may be kept (metric labels keep it):
 // a constant for the standard methods, a copy otherwise.
 func methodName(m []byte) string {
-	switch string(m) { // no allocation: the compiler compares in place
-	case http.MethodGet:
-		return http.MethodGet
-	case http.MethodPost:
-		return http.MethodPost
-	case http.MethodPut:
-		return http.MethodPut
-	case http.MethodDelete:
-		return http.MethodDelete
-	case http.MethodHead:
-		return http.MethodHead
-	case http.MethodPatch:
-		return http.MethodPatch
-	case http.MethodOptions:
-		return http.MethodOptions
+	for _, known := range standardMethods {
+		if string(m) == known { // no allocation: the compiler compares in place
+			return known
+		}
 	}
 	return string(m)
 }
+
+var standardMethods = []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodHead, http.MethodPatch, http.MethodOptions}
 
 // rewrite turns the client's request into the upstream's: target, path, forwarding headers,
 // the route's header rules.
