@@ -105,11 +105,7 @@ func Do(t testing.TB, method, url string, body any, headers ...string) Response 
 // describe fails the test.
 func CheckServer(t testing.TB, ts *httptest.Server) *contract.Checker {
 	t.Helper()
-	r := Do(t, http.MethodGet, ts.URL+"/openapi.json", nil)
-	if r.Status != http.StatusOK {
-		t.Fatalf("GET %s/openapi.json: %d %s", ts.URL, r.Status, r.Body)
-	}
-	c, err := contract.New(r.Body)
+	c, err := contract.New(servedDocument(t, ts.URL))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,11 +136,17 @@ func CheckServer(t testing.TB, ts *httptest.Server) *contract.Checker {
 // /openapi.json: for servers the test does not build itself, such as a whole shop's gateway.
 func CheckServed(t testing.TB, baseURL string) *contract.Checker {
 	t.Helper()
+	return CheckContract(t, baseURL, servedDocument(t, baseURL))
+}
+
+// servedDocument is the OpenAPI document the server at baseURL serves.
+func servedDocument(t testing.TB, baseURL string) []byte {
+	t.Helper()
 	r := Do(t, http.MethodGet, baseURL+"/openapi.json", nil)
 	if r.Status != http.StatusOK {
 		t.Fatalf("GET %s/openapi.json: %d %s", baseURL, r.Status, r.Body)
 	}
-	return CheckContract(t, baseURL, r.Body)
+	return r.Body
 }
 
 // contracts holds, by host:port, the checker of each test server under CheckContract.
