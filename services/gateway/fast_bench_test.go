@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"log/slog"
@@ -116,6 +117,52 @@ func benchServe(b *testing.B, h fasthttp.RequestHandler, path, auth string) {
 		h(&ctx)
 		if ctx.Response.StatusCode() != 200 {
 			b.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
+		}
+	}
+}
+
+// BenchmarkFastServer is BenchmarkFastServe through the engine's own fasthttp.Server: one
+// keep-alive client connection in memory, so the request is parsed and the response written
+// as on a socket (the server's settings included), without the kernel.
+func BenchmarkFastServer(b *testing.B) {
+	e, _, iss := benchFastEngine(b)
+	benchServer(b, e.server(), "GET /b/x HTTP/1.1\r\nHost: gw.example\r\nAuthorization: Bearer "+iss.Token(b, "bench-user")+"\r\n\r\n")
+}
+
+// BenchmarkFastServerBare is BenchmarkFastServer's baseline: a default fasthttp.Server in front
+// of the same upstream, with no gateway work.
+func BenchmarkFastServerBare(b *testing.B) {
+	_, client, iss := benchFastEngine(b)
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		if err := client.Do(&ctx.Request, &ctx.Response); err != nil {
+			b.Fatal(err)
+		}
+	}}
+	benchServer(b, srv, "GET /b/x HTTP/1.1\r\nHost: gw.example\r\nAuthorization: Bearer "+iss.Token(b, "bench-user")+"\r\n\r\n")
+}
+
+func benchServer(b *testing.B, srv *fasthttp.Server, request string) {
+	ln := fasthttputil.NewInmemoryListener()
+	go func() { _ = srv.Serve(ln) }()
+	b.Cleanup(func() { _ = srv.Shutdown() })
+	conn, err := ln.Dial()
+	if err != nil {
+		b.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	var resp fasthttp.Response
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := io.WriteString(conn, request); err != nil {
+			b.Fatal(err)
+		}
+		resp.Reset()
+		if err := resp.Read(br); err != nil {
+			b.Fatal(err)
+		}
+		if resp.StatusCode() != 200 {
+			b.Fatalf("status %d: %s", resp.StatusCode(), resp.Body())
 		}
 	}
 }
