@@ -20,6 +20,7 @@ type chunkState uint8
 
 const (
 	chunkSize    chunkState = iota // hex digits
+	chunkSizeWS                    // whitespace after the digits, up to CR
 	chunkExt                       // ;extension up to CR
 	chunkSizeLF                    // LF after the size line
 	chunkData                      // size bytes
@@ -51,9 +52,22 @@ func (c *Chunks) Scan(b []byte) (n int, done bool, err error) {
 				c.size, c.digits = c.size<<4|int64(v), c.digits+1
 			case c.digits == 0:
 				return n, false, ErrChunk
-			case ch == ';' || ch == ' ' || ch == '\t':
+			case ch == ';':
 				c.state, c.lineLen = chunkExt, 0
+			case ch == ' ' || ch == '\t':
+				c.state = chunkSizeWS
 			case ch == '\r':
+				c.state = chunkSizeLF
+			default:
+				return n, false, ErrChunk
+			}
+		case chunkSizeWS:
+			// Whitespace may end a size line. RFC 9112 §7.1.1 also allows it before an
+			// extension's ';', but net/http refuses that: so does h1, as it must not accept a
+			// body its upstreams would read otherwise.
+			switch ch {
+			case ' ', '\t':
+			case '\r':
 				c.state = chunkSizeLF
 			default:
 				return n, false, ErrChunk
