@@ -304,9 +304,10 @@ func (h *Head) frameResponse(method []byte) error {
 		h.Body = Chunked
 	case f.hasTE:
 		return ErrTransferEncoding
-	case f.hasLength && f.length > 0:
-		h.Body, h.Length = Length, f.length
 	case f.hasLength:
+		if f.length > 0 {
+			h.Body, h.Length = Length, f.length
+		}
 	default:
 		h.Body, h.Close = UntilClose, true
 	}
@@ -339,7 +340,7 @@ func trimOWS(b []byte) []byte {
 }
 
 // equalFold compares ASCII without case; enough for field names and tokens.
-func equalFold[T []byte | string](b []byte, s T) bool {
+func equalFold(b []byte, s string) bool {
 	if len(b) != len(s) {
 		return false
 	}
