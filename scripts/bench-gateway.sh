@@ -74,6 +74,10 @@ gateway_pid=$!
 HTTP_ADDR=127.0.0.1:9007 LOG_LEVEL=warn ROUTES_FILE="$work/routes.yaml" GATEWAY_ENGINE=fasthttp \
   JWKS_URL=http://127.0.0.1:9004/.well-known/jwks.json "$work/gateway" >/dev/null & pids+=($!)
 fast_pid=$!
+# The same gateway on its event-loop engine (GATEWAY_ENGINE=loop).
+HTTP_ADDR=127.0.0.1:9019 LOG_LEVEL=warn ROUTES_FILE="$work/routes.yaml" GATEWAY_ENGINE=loop \
+  JWKS_URL=http://127.0.0.1:9004/.well-known/jwks.json "$work/gateway" >/dev/null & pids+=($!)
+loop_pid=$!
 # The same gateway with tracing on: 1 % of requests sampled, spans exported over OTLP/HTTP to the
 # trivial upstream, which accepts anything (the exporter's complaints about its answer go to
 # /dev/null with the rest of the log).
@@ -81,13 +85,15 @@ HTTP_ADDR=127.0.0.1:9006 LOG_LEVEL=warn ROUTES_FILE="$work/routes.yaml" \
   JWKS_URL=http://127.0.0.1:9004/.well-known/jwks.json OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:9001 \
   OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.01 "$work/gateway" >/dev/null 2>&1 & pids+=($!)
 
-wait_for http://127.0.0.1:9001/ ; wait_for http://127.0.0.1:9002/ ; wait_for http://127.0.0.1:9005/ ; wait_for http://127.0.0.1:9009/ ; wait_for http://127.0.0.1:9016/ ; wait_for http://127.0.0.1:9018/ ; wait_for http://127.0.0.1:9003/healthz ; wait_for http://127.0.0.1:9006/healthz ; wait_for http://127.0.0.1:9007/healthz ; wait_for http://127.0.0.1:9004/healthz
+wait_for http://127.0.0.1:9001/ ; wait_for http://127.0.0.1:9002/ ; wait_for http://127.0.0.1:9005/ ; wait_for http://127.0.0.1:9009/ ; wait_for http://127.0.0.1:9016/ ; wait_for http://127.0.0.1:9018/ ; wait_for http://127.0.0.1:9003/healthz ; wait_for http://127.0.0.1:9006/healthz ; wait_for http://127.0.0.1:9007/healthz ; wait_for http://127.0.0.1:9019/healthz ; wait_for http://127.0.0.1:9004/healthz
 curl -fsS -o /dev/null -X POST http://127.0.0.1:9004/users -H 'Content-Type: application/json' \
   -d '{"email":"bench@example.com","password":"bench-password","name":"Bench"}'
 token=$(curl -fsS -X POST http://127.0.0.1:9004/users/login -H 'Content-Type: application/json' \
   -d '{"email":"bench@example.com","password":"bench-password"}' | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
 auth="Authorization: Bearer $token"
-curl -fsS -o /dev/null -H "$auth" http://127.0.0.1:9003/bench/ || { echo "bench: the gateway refused the token"; exit 1; }
+for port in 9003 9007 9019; do
+  curl -fsS -o /dev/null -H "$auth" "http://127.0.0.1:$port/bench/" || { echo "bench: the gateway on $port refused the token"; exit 1; }
+done
 
 # Every target gets the same request, token included: the same bytes to read and to pass on,
 # so the ratios compare the work each proxy does with them, not the size of the requests.
@@ -111,7 +117,7 @@ echo
 echo "throughput: wrk -t$THREADS -c$CONNS -d$DURATION, 127.0.0.1, $(nproc) cores shared by load and servers"
 echo "(the machine's speed drifts between runs: the targets alternate and ratios are taken per round)"
 printf '%-10s %12s %10s %10s %10s\n' target req/s p50 p99 non-2xx
-gn="" gd="" pn="" tg="" fn="" bn="" ln="" lh=""
+gn="" gd="" pn="" tg="" fn="" bn="" ln="" lh="" en=""
 # rps_<target> are set by wrk_run through eval.
 # shellcheck disable=SC2154
 for _ in $(seq 1 "$ROUNDS"); do
@@ -120,11 +126,13 @@ for _ in $(seq 1 "$ROUNDS"); do
   wrk_run gateway http://127.0.0.1:9003/bench/x
   wrk_run plain   http://127.0.0.1:9005/bench/x
   wrk_run fast    http://127.0.0.1:9007/bench/x
+  wrk_run engine  http://127.0.0.1:9019/bench/x
   wrk_run bare    http://127.0.0.1:9009/bench/x
   wrk_run loop    http://127.0.0.1:9016/bench/x
   wrk_run looph   http://127.0.0.1:9018/bench/x
   ln="$ln $(awk -v f="$rps_loop" -v n="$rps_nginx" 'BEGIN {printf "%.3f", f/n}')"
   lh="$lh $(awk -v f="$rps_looph" -v n="$rps_nginx" 'BEGIN {printf "%.3f", f/n}')"
+  en="$en $(awk -v f="$rps_engine" -v n="$rps_nginx" 'BEGIN {printf "%.3f", f/n}')"
   fn="$fn $(awk -v f="$rps_fast" -v n="$rps_nginx" 'BEGIN {printf "%.3f", f/n}')"
   bn="$bn $(awk -v f="$rps_bare" -v n="$rps_nginx" 'BEGIN {printf "%.3f", f/n}')"
   wrk_run traced  http://127.0.0.1:9006/bench/x
@@ -137,6 +145,7 @@ echo
 echo "gateway/nginx  per round:$gn   median $(echo "$gn" | median)   (target >= 0.80)"
 echo "gateway/direct per round:$gd   median $(echo "$gd" | median)"
 echo "plain/nginx    per round:$pn   median $(echo "$pn" | median)   (a bare httputil.ReverseProxy, for scale)"
+echo "loopgw/nginx   per round:$en   median $(echo "$en" | median)   (the event-loop engine, GATEWAY_ENGINE=loop; target >= 0.80)"
 echo "fast/nginx     per round:$fn   median $(echo "$fn" | median)   (the fasthttp engine; target >= 0.80)"
 echo "bare/nginx     per round:$bn   median $(echo "$bn" | median)   (a bare fasthttp proxy, for scale)"
 echo "loop/nginx     per round:$ln   median $(echo "$ln" | median)   (bare event loops over epoll, bench/loopproxy)"
@@ -144,20 +153,21 @@ echo "looph/nginx    per round:$lh   median $(echo "$lh" | median)   (the same, 
 echo "traced/gateway per round:$tg   median $(echo "$tg" | median)   (tracing on, 1 % sampled, against off)"
 echo
 echo "latency at a fixed $RATE req/s (open loop, bench/load, ${DURATION})"
-for t in direct nginx gateway fast bare loop traced; do
+for t in direct nginx gateway fast engine bare loop traced; do
   case $t in direct) url=http://127.0.0.1:9001/bench/x ;; nginx) url=http://127.0.0.1:9002/bench/x ;; gateway) url=http://127.0.0.1:9003/bench/x ;;
-    fast) url=http://127.0.0.1:9007/bench/x ;; bare) url=http://127.0.0.1:9009/bench/x ;; loop) url=http://127.0.0.1:9016/bench/x ;; traced) url=http://127.0.0.1:9006/bench/x ;; esac
+    fast) url=http://127.0.0.1:9007/bench/x ;; engine) url=http://127.0.0.1:9019/bench/x ;; bare) url=http://127.0.0.1:9009/bench/x ;; loop) url=http://127.0.0.1:9016/bench/x ;; traced) url=http://127.0.0.1:9006/bench/x ;; esac
   printf '%-10s ' "$t"; out=$("$work/load" --url "$url" --rate "$RATE" --duration "$DURATION" --header "$auth"); echo "$out"
   eval "p50_$t=$(echo "$out" | sed -E 's/.*p50 ([0-9]+)us.*/\1/')"
 done
 # p50_<target> are set through eval above.
 # shellcheck disable=SC2154
-echo "added p50 over direct at $RATE req/s: gateway $((p50_gateway - p50_direct))us, fast $((p50_fast - p50_direct))us, bare $((p50_bare - p50_direct))us, loop $((p50_loop - p50_direct))us, nginx $((p50_nginx - p50_direct))us"
+echo "added p50 over direct at $RATE req/s: gateway $((p50_gateway - p50_direct))us, fast $((p50_fast - p50_direct))us, loop engine $((p50_engine - p50_direct))us, bare $((p50_bare - p50_direct))us, loop $((p50_loop - p50_direct))us, nginx $((p50_nginx - p50_direct))us"
 
 echo
 echo "rejections: the same token over a 1 req/s limit (every answer after the first is 429)"
 wrk_run flood http://127.0.0.1:9003/flood/x
 wrk_run fastflood http://127.0.0.1:9007/flood/x
+wrk_run engineflood http://127.0.0.1:9019/flood/x
 wrk_run nginxflood http://127.0.0.1:9002/flood/x
 wrk_run barereject http://127.0.0.1:9010/flood/x   # fasthttp answering 429 with no work at all: its ceiling here
 wrk_run loopreject http://127.0.0.1:9017/flood/x   # event loops answering 429 with no work at all
@@ -166,3 +176,4 @@ echo
 echo "memory: resident set growth of each gateway process (bench/connmem)"
 "$work/connmem" --proxy 127.0.0.1:9003 --pid "$gateway_pid" --label gateway --header "$auth"
 "$work/connmem" --proxy 127.0.0.1:9007 --pid "$fast_pid" --label fast --header "$auth"
+"$work/connmem" --proxy 127.0.0.1:9019 --pid "$loop_pid" --label loop --header "$auth"

@@ -30,7 +30,7 @@ type Config struct {
 	AWSRegion       string         // AWS_REGION: for REDIS_AUTH=iam
 	FailOpen        bool           // RATE_LIMIT_FAIL_OPEN: without Redis, limit locally (true) or refuse (false)
 	PprofAddr       string         // PPROF_ADDR: serve net/http/pprof here (keep it on loopback); empty: off
-	Engine          string         // GATEWAY_ENGINE: nethttp (default) or fasthttp (the faster data plane)
+	Engine          string         // GATEWAY_ENGINE: nethttp (default), fasthttp, or loop (event loops over epoll, Linux)
 	LoginLimit      RateLimit      // LOGIN_RATE, LOGIN_BURST: POST /users/login per client address (built-in routes)
 	SignupLimit     RateLimit      // SIGNUP_RATE, SIGNUP_BURST: POST /users per client address (built-in routes)
 }
@@ -80,9 +80,9 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	}
 	c.TLS.CheckURL(r, "JWKS_URL", c.Auth.JWKSURL)
 	switch c.Engine {
-	case "nethttp", "fasthttp":
+	case "nethttp", "fasthttp", "loop":
 	default:
-		r.Fail("GATEWAY_ENGINE", "must be nethttp or fasthttp, got %q", c.Engine)
+		r.Fail("GATEWAY_ENGINE", "must be nethttp, fasthttp or loop, got %q", c.Engine)
 	}
 	switch c.RedisAuth {
 	case "":

@@ -27,7 +27,6 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/shopmesh/shopmesh/services/internal/fault"
 	"github.com/shopmesh/shopmesh/services/internal/jwtauth"
 	"github.com/shopmesh/shopmesh/services/internal/web"
 )
@@ -424,30 +423,7 @@ func isNotSent(err error) bool {
 // clientIP is the connection's address, or the first untrusted one of X-Forwarded-For when
 // the connection comes from TRUSTED_PROXIES.
 func (e *fastEngine) clientIP(ctx *fasthttp.RequestCtx) netip.Addr {
-	remote := remoteAddr(ctx)
-	if !e.isTrusted(remote) {
-		return remote
-	}
-	parts := strings.Split(string(ctx.Request.Header.Peek("X-Forwarded-For")), ",")
-	for i := len(parts) - 1; i >= 0; i-- {
-		a, err := netip.ParseAddr(strings.TrimSpace(parts[i]))
-		if err != nil {
-			break
-		}
-		if !e.isTrusted(a) {
-			return a.Unmap()
-		}
-	}
-	return remote
-}
-
-func (e *fastEngine) isTrusted(a netip.Addr) bool {
-	for _, p := range e.trusted {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
+	return realClientIP(remoteAddr(ctx), ctx.Request.Header.Peek("X-Forwarded-For"), e.trusted)
 }
 
 func (e *fastEngine) readiness(ctx *fasthttp.RequestCtx) {
@@ -464,18 +440,9 @@ func (e *fastEngine) readiness(ctx *fasthttp.RequestCtx) {
 
 // fail answers err as the net/http engine's error handler would.
 func (e *fastEngine) fail(ctx *fasthttp.RequestCtx, err error) {
-	status := web.StatusOf(err)
-	detail := err.Error()
-	var he *echo.HTTPError
-	var fe *fault.Error
-	switch {
-	case errors.As(err, &he):
-		detail = fmt.Sprint(he.Message)
-	case errors.As(err, &fe):
-		detail = fe.Message
-	}
-	if status == http.StatusUnauthorized {
-		ctx.Response.Header.Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="shopmesh", error="invalid_token", error_description=%q`, detail))
+	status, detail, challenge := errorAnswer(err)
+	if challenge != "" {
+		ctx.Response.Header.Set("WWW-Authenticate", challenge)
 	}
 	e.problem(ctx, status, detail)
 }
@@ -500,11 +467,26 @@ var problemBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return 
 // appendProblem appends a problem's JSON: the fields of web.Problem the gateway uses, in its
 // order, empty ones left out as its omitempty tags do.
 func appendProblem(b []byte, status int, detail, instance, requestID string) []byte {
+	return appendProblemTail(appendProblemHead(b, status, detail), instance, requestID)
+}
+
+// appendProblemHead appends a problem's JSON up to its detail: the part a rate limit's 429s
+// share, made once per policy.
+func appendProblemHead(b []byte, status int, detail string) []byte {
 	b = append(b, `{"type":"about:blank","title":`...)
 	b = appendJSONString(b, http.StatusText(status))
 	b = append(b, `,"status":`...)
 	b = strconv.AppendInt(b, int64(status), 10)
-	for _, f := range [...]struct{ key, value string }{{"detail", detail}, {"instance", instance}, {"request_id", requestID}} {
+	if detail != "" {
+		b = append(b, `,"detail":`...)
+		b = appendJSONString(b, detail)
+	}
+	return b
+}
+
+// appendProblemTail appends the rest of a problem's JSON after appendProblemHead.
+func appendProblemTail(b []byte, instance, requestID string) []byte {
+	for _, f := range [...]struct{ key, value string }{{"instance", instance}, {"request_id", requestID}} {
 		if f.value != "" {
 			b = append(b, ',', '"')
 			b = append(b, f.key...)

@@ -46,6 +46,8 @@ type Gateway struct {
 	tokens    *tokenCache
 	policyHdr map[string]string
 	limitMsg  map[string]string // the 429's detail per policy, made once: floods are answered by the thousand
+	limitErr  map[string]error  // the 429 error per policy, shared: never changed once made
+	limitHead map[string][]byte // the 429's problem JSON up to its detail, per policy
 	document  []byte            // the public API's OpenAPI document, served at /openapi.json
 	// upstreams is the net/http engine's client; the fasthttp engine dials TLS upstreams
 	// through its dialer, which checks each upstream's workload identity.
@@ -177,7 +179,7 @@ func (g *Gateway) decide(ctx context.Context, route *Route, claims *jwtauth.Clai
 	stats.limited.Inc()
 	stats.rateLimited.Inc()
 	a.retryAfter = strconv.Itoa(max(1, ceilSeconds(d.RetryAfter)))
-	return a, echo.NewHTTPError(http.StatusTooManyRequests, g.limitMsg[route.RateLimit])
+	return a, g.limitErr[route.RateLimit]
 }
 
 func ceilSeconds(d time.Duration) int { return int(math.Ceil(d.Seconds())) }

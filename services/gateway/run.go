@@ -21,11 +21,15 @@ import (
 
 // Run starts the gateway and serves until ctx is done.
 func Run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
-	if cfg, err := LoadConfig(getenv); err == nil && cfg.Engine == "fasthttp" {
+	if cfg, err := LoadConfig(getenv); err == nil && cfg.Engine != "nethttp" {
 		if len(args) > 1 {
 			return fmt.Errorf("gateway takes no arguments; configure it with environment variables (see README)")
 		}
-		return runFast(ctx, cfg, web.NewLogger(stdout, cfg.HTTP.LogLevel, "gateway"))
+		logger := web.NewLogger(stdout, cfg.HTTP.LogLevel, "gateway")
+		if cfg.Engine == "loop" {
+			return runLoop(ctx, cfg, logger)
+		}
+		return runFast(ctx, cfg, logger)
 	}
 	return web.Run(ctx, args, getenv, stdout, "gateway", LoadConfig, func(c Config) web.Config { return c.HTTP }, NewServer)
 }
@@ -151,6 +155,8 @@ func newServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Serve
 		tokens:    newTokenCache(100_000, time.Now),
 		policyHdr: map[string]string{},
 		limitMsg:  map[string]string{},
+		limitErr:  map[string]error{},
+		limitHead: map[string][]byte{},
 	}
 	g.upstreams = upstreams
 	upstreams.onRetry = func(upstream, outcome string) { g.metrics.upstreamRetries.WithLabelValues(upstream, outcome).Inc() }
@@ -177,6 +183,8 @@ func newServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Serve
 		// draft-ietf-httpapi-ratelimit-headers: quota per 1 s window; burst is our extension.
 		g.policyHdr[name] = fmt.Sprintf("%q;q=%g;w=1;burst=%d", name, p.Rate, p.Burst)
 		g.limitMsg[name] = fmt.Sprintf("rate limit %q exceeded: %g requests/s with bursts of %d; retry after the Retry-After seconds", name, p.Rate, p.Burst)
+		g.limitErr[name] = echo.NewHTTPError(http.StatusTooManyRequests, g.limitMsg[name])
+		g.limitHead[name] = appendProblemHead(nil, http.StatusTooManyRequests, g.limitMsg[name])
 	}
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite:        g.rewrite,

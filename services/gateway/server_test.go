@@ -61,14 +61,17 @@ func startGateway(t *testing.T, routes string, env map[string]string) gatewayFix
 	if engine := os.Getenv(testEngineVar); engine != "" {
 		all["GATEWAY_ENGINE"] = engine
 	}
-	if all["GATEWAY_ENGINE"] == "fasthttp" {
+	switch all["GATEWAY_ENGINE"] {
+	case "fasthttp":
 		return gatewayFixture{url: startFast(t, all), issuer: iss}
+	case "loop":
+		return gatewayFixture{url: startLoop(t, all), issuer: iss}
 	}
 	ts := webtest.Start(t, all, LoadConfig, NewServer)
 	return gatewayFixture{url: ts.URL, issuer: iss}
 }
 
-// testEngineVar makes startGateway run the fasthttp engine (TestFastEngine sets it).
+// testEngineVar makes startGateway run another engine (TestFastEngine and TestLoopEngine set it).
 const testEngineVar = "GATEWAY_TEST_ENGINE"
 
 // startFast runs the fasthttp engine, as Run does, on loopback until the test ends.

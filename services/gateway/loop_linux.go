@@ -1,0 +1,666 @@
+//go:build linux
+
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
+	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/sys/unix"
+
+	"github.com/shopmesh/shopmesh/services/internal/web"
+)
+
+// loopEngine is the gateway's data plane as nginx builds one (GATEWAY_ENGINE=loop): one event
+// loop per core, each an OS thread with its own SO_REUSEPORT listener and epoll set, owning
+// its client and upstream connections outright. A request costs no goroutine, no channel and
+// no deadline timer: the loop reads it into a buffer, frames it with package h1, routes,
+// authenticates and limits it in place, writes the rewritten head and the body as they come to
+// a pooled upstream connection, and passes the response back the same way. Measured with
+// bench/loopproxy, this design and not net/http's or fasthttp's reaches nginx's throughput here.
+//
+// Work that may block never runs in a loop: a token not yet in the cache is verified (and the
+// JWKS fetched), and a shared limit decided in Redis, by a goroutine that posts the rest of the
+// request back to its loop through an eventfd. What the loop does not do itself it hands over
+// whole: the connection is taken out of the loop, with the bytes already read, and served by
+// the fasthttp engine from then on. That is the built-in endpoints (/healthz, /readyz,
+// /metrics, /openapi.json), routes with https upstreams (mutual TLS needs crypto/tls, which
+// wants a net.Conn), HTTP/1.0 clients, protocol upgrades, and request targets that are not
+// plain origin-form paths (percent-encoded, dot segments, double slashes): the fasthttp engine
+// decodes and cleans those before routing, and a route must never be chosen on a path its
+// upstream reads otherwise.
+type loopEngine struct {
+	g       *Gateway
+	srv     *web.Server
+	fast    *fastEngine // serves the connections handed over
+	fastSrv *fasthttp.Server
+	logger  *slog.Logger
+	local   *LocalLimiter // the in-process limiter, decided in the loop; nil when Redis decides
+	timeout time.Duration // UPSTREAM_TIMEOUT: from the request's last byte to the response head
+	traced  bool
+	tracer  trace.Tracer
+	// traceHeaders are the propagator's fields: with tracing on, the gateway writes them anew.
+	traceHeaders []string
+	trusted      []netip.Prefix
+	ups          map[*Upstream]*loopUpstream
+	loops        []*loop
+	addr         net.Addr
+
+	draining atomic.Bool
+	clients  atomic.Int64 // client connections open in the loops
+	handed   sync.WaitGroup
+}
+
+// loopUpstream is one upstream address as the loops dial it; each loop keeps its own pool.
+type loopUpstream struct {
+	index  int
+	addr   string // host:port, as metrics label it
+	host   string // the Host header upstream
+	path   string // the target URL's path without its trailing slash
+	tls    bool   // https: served by the fasthttp engine
+	budget *retryBudget
+	up     prometheus.Gauge
+	// sockaddrs are the address's IPs: fixed for an IP literal, refreshed from DNS otherwise.
+	sockaddrs atomic.Pointer[[]unix.Sockaddr]
+	next      atomic.Uint32
+}
+
+// Limits of the loop engine.
+const (
+	loopHeadLimit   = 16 << 10 // the largest request header section accepted, as the fasthttp engine's
+	loopRespLimit   = 64 << 10 // the largest response header section passed on
+	loopBufSize     = 32 << 10 // a connection's read buffer, held only while it has bytes in it
+	loopMaxPending  = 256 << 10
+	loopIdleTimeout = 90 * time.Second // a client connection with no request
+	loopUpIdle      = 30 * time.Second // a pooled upstream connection
+	loopMaxIdleUp   = 256              // pooled connections per upstream per loop
+	loopTick        = 25 * time.Millisecond
+	loopResolve     = 10 * time.Second
+)
+
+func newLoopEngine(ctx context.Context, g *Gateway, srv *web.Server, cfg Config, logger *slog.Logger) (*loopEngine, error) {
+	fast, err := newFastEngine(g, srv, cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	e := &loopEngine{g: g, srv: srv, fast: fast, fastSrv: fast.server(), logger: logger, timeout: cfg.UpstreamTimeout,
+		traced: srv.Tracing.Records(), tracer: srv.Tracing.Tracer("shopmesh/gateway-loop"), trusted: cfg.TrustedProxies,
+		ups: map[*Upstream]*loopUpstream{}, traceHeaders: srv.Tracing.Propagator.Fields()}
+	e.local, _ = g.limiter.(*LocalLimiter)
+	byAddr := map[string]*loopUpstream{}
+	for i := range g.table.Routes {
+		for j := range g.table.Routes[i].Upstreams {
+			u := &g.table.Routes[i].Upstreams[j]
+			addr := hostPort(u.target.Scheme, u.target.Host)
+			key := u.target.Scheme + "://" + addr + u.target.Path
+			lu := byAddr[key]
+			if lu == nil {
+				lu = &loopUpstream{index: len(byAddr), addr: addr, host: u.target.Host, path: strings.TrimSuffix(u.target.Path, "/"),
+					tls: u.target.Scheme == "https", budget: newRetryBudget(time.Now()), up: g.metrics.upstreamUp.WithLabelValues(addr)}
+				if err := lu.resolve(ctx); err != nil && !lu.tls {
+					logger.Warn("upstream address not resolved yet", "upstream", addr, "error", err)
+				}
+				byAddr[key] = lu
+			}
+			e.ups[u] = lu
+		}
+	}
+	go e.refresh(ctx, byAddr)
+	return e, nil
+}
+
+// resolve looks the upstream's host up; an IP literal needs no lookup.
+func (u *loopUpstream) resolve(ctx context.Context) error {
+	host, portStr, err := net.SplitHostPort(u.addr)
+	if err != nil {
+		return err
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return fmt.Errorf("port %q: %w", portStr, err)
+	}
+	var ips []netip.Addr
+	if ip, err := netip.ParseAddr(host); err == nil {
+		ips = []netip.Addr{ip}
+	} else {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		ips, err = net.DefaultResolver.LookupNetIP(rctx, "ip", host)
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
+	var sas []unix.Sockaddr
+	for _, ip := range ips {
+		sas = append(sas, sockaddr(netip.AddrPortFrom(ip, uint16(port))))
+	}
+	if len(sas) == 0 {
+		return fmt.Errorf("%s has no address", host)
+	}
+	u.sockaddrs.Store(&sas)
+	return nil
+}
+
+// refresh looks up the upstreams named by host name again every loopResolve, off the loops.
+func (e *loopEngine) refresh(ctx context.Context, ups map[string]*loopUpstream) {
+	t := time.NewTicker(loopResolve)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, u := range ups {
+			host, _, _ := net.SplitHostPort(u.addr)
+			if _, err := netip.ParseAddr(host); err != nil && !u.tls {
+				if err := u.resolve(ctx); err != nil {
+					e.logger.Warn("upstream lookup failed; keeping the last addresses", "upstream", u.addr, "error", err)
+				}
+			}
+		}
+	}
+}
+
+func sockaddr(ap netip.AddrPort) unix.Sockaddr {
+	if ap.Addr().Unmap().Is4() {
+		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().Unmap().As4()}
+	}
+	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
+}
+
+// listen opens one SO_REUSEPORT listener per loop on addr; port 0 picks one port for all.
+func (e *loopEngine) listen(addr string, n int) error {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s (HTTP_ADDR): %w", addr, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 0 || port > 65535 {
+		return fmt.Errorf("listen on %s (HTTP_ADDR): bad port", addr)
+	}
+	ip := netip.IPv6Unspecified() // all addresses, IPv4 included (IPV6_V6ONLY off)
+	if host != "" {
+		if ip, err = netip.ParseAddr(host); err != nil {
+			ips, lerr := net.DefaultResolver.LookupNetIP(context.Background(), "ip", host)
+			if lerr != nil || len(ips) == 0 {
+				return fmt.Errorf("listen on %s (HTTP_ADDR): %v", addr, lerr)
+			}
+			ip = ips[0]
+		}
+	}
+	for i := 0; i < n; i++ {
+		l, err := newLoop(e, netip.AddrPortFrom(ip, uint16(port)))
+		if err != nil {
+			e.closeLoops()
+			return fmt.Errorf("listen on %s (HTTP_ADDR): %w", addr, err)
+		}
+		e.loops = append(e.loops, l)
+		if port == 0 {
+			sa, _ := unix.Getsockname(l.ln)
+			port = sockPort(sa)
+			e.addr = &net.TCPAddr{IP: ip.AsSlice(), Port: port}
+		}
+	}
+	if e.addr == nil {
+		e.addr = &net.TCPAddr{IP: ip.AsSlice(), Port: port}
+	}
+	return nil
+}
+
+func sockPort(sa unix.Sockaddr) int {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return a.Port
+	case *unix.SockaddrInet6:
+		return a.Port
+	}
+	return 0
+}
+
+func (e *loopEngine) closeLoops() {
+	for _, l := range e.loops {
+		l.closeAll()
+	}
+}
+
+// serve runs the loops until ctx is done, then drains as web.Server does: /readyz answers 503
+// and every response closes its connection for drain, then the listeners close, connections
+// get grace to finish, and what is still open after it is closed.
+func (e *loopEngine) serve(ctx context.Context, drain, grace time.Duration) error {
+	errc := make(chan error, len(e.loops))
+	var running sync.WaitGroup
+	for _, l := range e.loops {
+		running.Add(1)
+		go func() { defer running.Done(); errc <- l.run() }()
+	}
+	e.logger.Info("listening", "addr", e.addr.String(), "engine", "loop", "loops", len(e.loops))
+	var err error
+	select {
+	case err = <-errc:
+		err = fmt.Errorf("event loop: %w", err)
+	case <-ctx.Done():
+	}
+	e.draining.Store(true)
+	e.fast.draining.Store(true)
+	if err == nil && drain > 0 {
+		time.Sleep(drain)
+	}
+	for _, l := range e.loops {
+		l.post(l.stopListening)
+	}
+	deadline := time.Now().Add(grace)
+	sctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	fastDone := make(chan error, 1)
+	go func() { fastDone <- e.fastSrv.ShutdownWithContext(sctx) }()
+	for e.clients.Load() > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, l := range e.loops {
+		l.post(l.stop)
+	}
+	running.Wait()
+	e.closeLoops()
+	if ferr := <-fastDone; ferr != nil && err == nil {
+		err = fmt.Errorf("graceful shutdown: %w", ferr)
+	}
+	return err
+}
+
+// loop is one event loop: its thread, listener, epoll set and connections. Nothing in it is
+// touched by another goroutine except posted, under mu.
+type loop struct {
+	e         *loopEngine
+	ep, ln    int
+	efd       int // eventfd: posted work is waiting
+	socks     []sock
+	events    []unix.EpollEvent
+	now       time.Time
+	tick      time.Time
+	date      []byte // "Date: …\r\n", made once a second
+	dateAt    int64
+	idle      [][]*upConn // per loopUpstream.index
+	bufs      [][]byte    // free read buffers
+	scratch   []byte
+	head      []byte
+	exchanges []*exchange // finished, for reuse
+	stopped   bool
+
+	mu     sync.Mutex
+	posted []func()
+	run2   []func()
+}
+
+// sock is what a file descriptor of the loop is: a client or an upstream connection.
+type sock interface {
+	event(l *loop, ev uint32)
+}
+
+func newLoop(e *loopEngine, at netip.AddrPort) (*loop, error) {
+	family := unix.AF_INET6
+	if at.Addr().Is4() {
+		family = unix.AF_INET
+	}
+	ln, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	l := &loop{e: e, ln: ln, ep: -1, efd: -1, events: make([]unix.EpollEvent, 256), idle: make([][]*upConn, len(e.ups)+1)}
+	_ = unix.SetsockoptInt(ln, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+	if err := unix.SetsockoptInt(ln, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+		l.closeAll()
+		return nil, err
+	}
+	if family == unix.AF_INET6 {
+		_ = unix.SetsockoptInt(ln, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 0)
+	}
+	if err := unix.Bind(ln, sockaddr(at)); err != nil {
+		l.closeAll()
+		return nil, err
+	}
+	if err := unix.Listen(ln, 4096); err != nil {
+		l.closeAll()
+		return nil, err
+	}
+	if l.ep, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
+		l.closeAll()
+		return nil, err
+	}
+	if l.efd, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
+		l.closeAll()
+		return nil, err
+	}
+	for _, fd := range []int{ln, l.efd} {
+		if err := unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}); err != nil {
+			l.closeAll()
+			return nil, err
+		}
+	}
+	return l, nil
+}
+
+// post runs fn on the loop's thread; goroutines finish their work through it.
+func (l *loop) post(fn func()) {
+	l.mu.Lock()
+	l.posted = append(l.posted, fn)
+	l.mu.Unlock()
+	var one = [8]byte{1}
+	_, _ = unix.Write(l.efd, one[:])
+}
+
+func (l *loop) runPosted() {
+	var b [8]byte
+	_, _ = unix.Read(l.efd, b[:])
+	l.mu.Lock()
+	l.run2, l.posted = l.posted, l.run2[:0]
+	l.mu.Unlock()
+	for i, fn := range l.run2 {
+		fn()
+		l.run2[i] = nil
+	}
+}
+
+func (l *loop) run() error {
+	runtime.LockOSThread() // the loop is its thread, as each nginx worker is its process
+	defer runtime.UnlockOSThread()
+	for !l.stopped {
+		n, err := unix.EpollWait(l.ep, l.events, int(loopTick/time.Millisecond))
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return err
+		}
+		l.now = time.Now()
+		for i := 0; i < n; i++ {
+			ev := l.events[i]
+			switch fd := int(ev.Fd); {
+			case fd == l.ln:
+				l.accept()
+			case fd == l.efd:
+				l.runPosted()
+			case fd < len(l.socks) && l.socks[fd] != nil:
+				l.socks[fd].event(l, ev.Events)
+			}
+		}
+		if l.now.Sub(l.tick) >= loopTick {
+			l.tick = l.now
+			l.timers()
+		}
+	}
+	return nil
+}
+
+// stopListening closes the listener: new connections go to the other replicas.
+func (l *loop) stopListening() {
+	if l.ln >= 0 {
+		_ = unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, l.ln, nil)
+		_ = unix.Close(l.ln)
+		l.ln = -1
+	}
+	l.timers() // idle connections close at once
+}
+
+func (l *loop) stop() { l.stopped = true }
+
+// closeAll closes every descriptor of the loop; only after run has returned.
+func (l *loop) closeAll() {
+	for fd, s := range l.socks {
+		if s != nil {
+			_ = unix.Close(fd)
+			l.socks[fd] = nil
+			if c, ok := s.(*clientConn); ok && !c.closed {
+				c.closed = true
+				l.e.clients.Add(-1)
+			}
+		}
+	}
+	for _, fd := range []int{l.ln, l.efd, l.ep} {
+		if fd >= 0 {
+			_ = unix.Close(fd)
+		}
+	}
+	l.ln, l.efd, l.ep = -1, -1, -1
+}
+
+func (l *loop) register(fd int, s sock) error {
+	for fd >= len(l.socks) {
+		l.socks = append(l.socks, make([]sock, len(l.socks)+64)...)
+	}
+	l.socks[fd] = s
+	// Edge-triggered: each connection is registered once and never modified; the loop keeps
+	// its own readable and writable flags, as nginx does, and reads until a short read.
+	return unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{
+		Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)})
+}
+
+func (l *loop) forget(fd int) {
+	if fd < len(l.socks) {
+		l.socks[fd] = nil
+	}
+	_ = unix.Close(fd) // also takes it out of the epoll set
+}
+
+func (l *loop) accept() {
+	for l.ln >= 0 {
+		fd, sa, err := unix.Accept4(l.ln, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		if err != nil {
+			if !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.ECONNABORTED) && !errors.Is(err, unix.EINTR) {
+				l.e.logger.Warn("accept failed", "error", err)
+			}
+			return
+		}
+		_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+		c := &clientConn{fd: fd, remote: peerAddr(sa), last: l.now, writable: true}
+		if err := l.register(fd, c); err != nil {
+			l.forget(fd)
+			continue
+		}
+		l.e.clients.Add(1)
+	}
+}
+
+func peerAddr(sa unix.Sockaddr) netip.Addr {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrFrom4(a.Addr)
+	case *unix.SockaddrInet6:
+		return netip.AddrFrom16(a.Addr).Unmap()
+	}
+	return netip.Addr{}
+}
+
+// buffer is a read buffer from the loop's free list: connections hold one only while they
+// have unread bytes, so an idle keep-alive connection costs its small struct alone.
+func (l *loop) buffer() []byte {
+	if n := len(l.bufs); n > 0 {
+		b := l.bufs[n-1]
+		l.bufs = l.bufs[:n-1]
+		return b[:0]
+	}
+	return make([]byte, 0, loopBufSize)
+}
+
+func (l *loop) release(b []byte) {
+	if cap(b) == loopBufSize && len(l.bufs) < 1024 {
+		l.bufs = append(l.bufs, b[:0])
+	}
+}
+
+// readInto reads what the socket has into *buf (taken from the free list when nil). It
+// returns the bytes read, 0 when the socket has nothing now (readable is then cleared), and
+// -1 at end of stream or on an error. hup: the peer's FIN was reported (EPOLLRDHUP).
+func (l *loop) readInto(fd int, buf *[]byte, readable *bool, hup bool) int {
+	if *buf == nil {
+		*buf = l.buffer()
+	}
+	b := *buf
+	if len(b) == cap(b) {
+		return 0 // full: the caller consumes before reading on
+	}
+	n, err := unix.Read(fd, b[len(b):cap(b)])
+	switch {
+	case err == unix.EINTR:
+		return 0
+	case err == unix.EAGAIN:
+		*readable = false
+		return 0
+	case err != nil || n <= 0:
+		*readable = false
+		return -1
+	}
+	// A short read emptied the socket: no more until the next edge (nginx's ngx_unix_recv
+	// clears rev->ready the same way, which saves a read that would only say EAGAIN). Unless
+	// the FIN came with the bytes: its edge is spent, and only a read finds the end (nginx's
+	// pending_eof).
+	if n < cap(b)-len(b) && !hup {
+		*readable = false
+	}
+	*buf = b[:len(b)+n]
+	return n
+}
+
+// flush writes what out holds. It returns false when the socket failed.
+func flush(fd int, out *[]byte, writable *bool) bool {
+	for len(*out) > 0 && *writable {
+		n, err := unix.Write(fd, *out)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			*writable = false
+			return true
+		case err != nil:
+			return false
+		}
+		if n < len(*out) {
+			*writable = false // the socket's buffer is full: the next EPOLLOUT edge resumes
+			*out = (*out)[:copy(*out, (*out)[n:])]
+			return true
+		}
+		*out = (*out)[:0]
+	}
+	if len(*out) == 0 && cap(*out) > 64<<10 {
+		*out = nil // a large response's buffer is not kept by an idle connection
+	}
+	return true
+}
+
+// dateField is the Date field of answers the gateway makes, made again once a second.
+func (l *loop) dateField() []byte {
+	if s := l.now.Unix(); s != l.dateAt || l.date == nil {
+		l.dateAt = s
+		l.date = append(append(l.date[:0], "Date: "...), l.now.UTC().Format(timeFormatHTTP)...)
+		l.date = append(l.date, "\r\n"...)
+	}
+	return l.date
+}
+
+const timeFormatHTTP = "Mon, 02 Jan 2006 15:04:05 GMT"
+
+// timers ends what has waited too long: response heads past UPSTREAM_TIMEOUT, idle client
+// and upstream connections, bodies drained for too long. A scan every loopTick costs less
+// than a timer per request.
+func (l *loop) timers() {
+	closing := l.ln < 0
+	for _, s := range l.socks {
+		switch x := s.(type) {
+		case *clientConn:
+			ex := x.ex
+			switch {
+			case ex == nil && (closing || l.now.Sub(x.last) > loopIdleTimeout) && len(x.out) == 0:
+				l.closeClient(x)
+			case ex != nil && ex.u != nil && !ex.deadline.IsZero() && l.now.After(ex.deadline):
+				l.upstreamFailed(ex, errUpstreamTimeout)
+				l.flushClient(x)
+			case ex != nil && ex.discard && !ex.drainUntil.IsZero() && l.now.After(ex.drainUntil):
+				l.closeClient(x)
+			case ex != nil && !ex.reqDone && !ex.waiting && l.now.Sub(x.last) > loopIdleTimeout:
+				l.closeClient(x) // a request body that stopped coming
+			}
+		case *upConn:
+			if x.ex == nil && (closing || l.now.Sub(x.idleSince) > loopUpIdle) {
+				l.closeUp(x)
+			}
+		}
+	}
+}
+
+var errUpstreamTimeout = errors.New("upstream timeout")
+
+// handOff takes c out of the loop and serves it with the fasthttp engine from its current
+// request on, the bytes already read first.
+func (l *loop) handOff(c *clientConn) {
+	pending := append([]byte(nil), c.in...)
+	out := append([]byte(nil), c.out...)
+	fd := c.fd
+	_ = unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, fd, nil)
+	l.socks[fd] = nil
+	l.release(c.in)
+	c.in, c.out, c.closed = nil, nil, true
+	l.e.clients.Add(-1)
+	f := os.NewFile(uintptr(fd), "client")
+	nc, err := net.FileConn(f) // a duplicate, in the runtime's poller
+	_ = f.Close()
+	if err != nil {
+		l.e.logger.Warn("handing a connection to the fasthttp engine failed", "error", err)
+		return
+	}
+	l.e.handed.Add(1)
+	go func() {
+		defer l.e.handed.Done()
+		if len(out) > 0 {
+			if _, err := nc.Write(out); err != nil {
+				nc.Close()
+				return
+			}
+		}
+		_ = l.e.fastSrv.ServeConn(&replayConn{Conn: nc, pending: pending})
+	}()
+}
+
+// replayConn reads pending before the connection's own bytes.
+type replayConn struct {
+	net.Conn
+	pending []byte
+}
+
+func (c *replayConn) Read(p []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(p, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+// runLoop serves the event-loop engine on HTTP_ADDR until ctx is done.
+func runLoop(ctx context.Context, cfg Config, logger *slog.Logger) error {
+	srv, g, release, err := newServer(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer release()
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	e, err := newLoopEngine(lctx, g, srv, cfg, logger)
+	if err != nil {
+		return err
+	}
+	if err := e.listen(cfg.HTTP.Addr, runtime.GOMAXPROCS(0)); err != nil {
+		return err
+	}
+	return e.serve(ctx, cfg.HTTP.ShutdownDrain, cfg.HTTP.ShutdownTimeout)
+}
