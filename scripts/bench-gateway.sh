@@ -152,16 +152,28 @@ echo "loop/nginx     per round:$ln   median $(echo "$ln" | median)   (bare event
 echo "looph/nginx    per round:$lh   median $(echo "$lh" | median)   (the same, adding the gateway's upstream headers)"
 echo "traced/gateway per round:$tg   median $(echo "$tg" | median)   (tracing on, 1 % sampled, against off)"
 echo
-echo "latency at a fixed $RATE req/s (open loop, bench/load, ${DURATION})"
-for t in direct nginx gateway fast engine bare loop traced; do
-  case $t in direct) url=http://127.0.0.1:9001/bench/x ;; nginx) url=http://127.0.0.1:9002/bench/x ;; gateway) url=http://127.0.0.1:9003/bench/x ;;
-    fast) url=http://127.0.0.1:9007/bench/x ;; engine) url=http://127.0.0.1:9019/bench/x ;; bare) url=http://127.0.0.1:9009/bench/x ;; loop) url=http://127.0.0.1:9016/bench/x ;; traced) url=http://127.0.0.1:9006/bench/x ;; esac
-  printf '%-10s ' "$t"; out=$("$work/load" --url "$url" --rate "$RATE" --duration "$DURATION" --header "$auth"); echo "$out"
-  eval "p50_$t=$(echo "$out" | sed -E 's/.*p50 ([0-9]+)us.*/\1/')"
+echo "latency at a fixed $RATE req/s (open loop, bench/load, ${DURATION}, $ROUNDS rounds; p50 in us)"
+echo "(a single round moves by +-50us here: the targets alternate, and the added p50 over direct is taken per round)"
+targets="direct nginx gateway fast engine bare loop traced"
+declare -A added
+for _ in $(seq 1 "$ROUNDS"); do
+  declare -A p50=()
+  for t in $targets; do
+    case $t in direct) url=http://127.0.0.1:9001/bench/x ;; nginx) url=http://127.0.0.1:9002/bench/x ;; gateway) url=http://127.0.0.1:9003/bench/x ;;
+      fast) url=http://127.0.0.1:9007/bench/x ;; engine) url=http://127.0.0.1:9019/bench/x ;; bare) url=http://127.0.0.1:9009/bench/x ;;
+      loop) url=http://127.0.0.1:9016/bench/x ;; traced) url=http://127.0.0.1:9006/bench/x ;; esac
+    out=$("$work/load" --url "$url" --rate "$RATE" --duration "$DURATION" --header "$auth")
+    printf '%-10s %s\n' "$t" "$out"
+    p50[$t]=$(echo "$out" | sed -E 's/.*p50 ([0-9]+)us.*/\1/')
+  done
+  for t in $targets; do added[$t]="${added[$t]:-} $((p50[$t] - p50[direct]))"; done
 done
-# p50_<target> are set through eval above.
-# shellcheck disable=SC2154
-echo "added p50 over direct at $RATE req/s: gateway $((p50_gateway - p50_direct))us, fast $((p50_fast - p50_direct))us, loop engine $((p50_engine - p50_direct))us, bare $((p50_bare - p50_direct))us, loop $((p50_loop - p50_direct))us, nginx $((p50_nginx - p50_direct))us"
+echo
+for t in $targets; do
+  [ "$t" = direct ] && continue
+  printf 'added p50 %-8s per round:%s   median %s us\n' "$t" "${added[$t]}" "$(echo "${added[$t]}" | median)"
+done
+echo "(targets: engine's added p50 <= nginx's)"
 
 echo
 echo "rejections: the same token over a 1 req/s limit (every answer after the first is 429)"

@@ -31,6 +31,7 @@ type Config struct {
 	FailOpen        bool           // RATE_LIMIT_FAIL_OPEN: without Redis, limit locally (true) or refuse (false)
 	PprofAddr       string         // PPROF_ADDR: serve net/http/pprof here (keep it on loopback); empty: off
 	Engine          string         // GATEWAY_ENGINE: nethttp (default), fasthttp, or loop (event loops over epoll, Linux)
+	Loops           int            // GATEWAY_LOOPS: event loops of the loop engine; 0: one per GOMAXPROCS
 	LoginLimit      RateLimit      // LOGIN_RATE, LOGIN_BURST: POST /users/login per client address (built-in routes)
 	SignupLimit     RateLimit      // SIGNUP_RATE, SIGNUP_BURST: POST /users per client address (built-in routes)
 }
@@ -55,6 +56,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		FailOpen:        r.Bool("RATE_LIMIT_FAIL_OPEN", true),
 		PprofAddr:       r.String("PPROF_ADDR", ""),
 		Engine:          r.String("GATEWAY_ENGINE", "nethttp"),
+		Loops:           r.Int("GATEWAY_LOOPS", 0),
 		LoginLimit: RateLimit{Rate: r.Float("LOGIN_RATE", DefaultLoginLimit.Rate), Burst: r.Int("LOGIN_BURST", DefaultLoginLimit.Burst),
 			By: LimitByAddress},
 		SignupLimit: RateLimit{Rate: r.Float("SIGNUP_RATE", DefaultSignupLimit.Rate), Burst: r.Int("SIGNUP_BURST", DefaultSignupLimit.Burst),
@@ -83,6 +85,9 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	case "nethttp", "fasthttp", "loop":
 	default:
 		r.Fail("GATEWAY_ENGINE", "must be nethttp, fasthttp or loop, got %q", c.Engine)
+	}
+	if c.Loops < 0 || c.Loops > 256 {
+		r.Fail("GATEWAY_LOOPS", "must be 0 (one loop per GOMAXPROCS) to 256, got %d", c.Loops)
 	}
 	switch c.RedisAuth {
 	case "":

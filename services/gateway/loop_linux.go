@@ -659,7 +659,11 @@ func runLoop(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if err := e.listen(cfg.HTTP.Addr, runtime.GOMAXPROCS(0)); err != nil {
+	loops := cfg.Loops
+	if loops == 0 {
+		loops = runtime.GOMAXPROCS(0)
+	}
+	if err := e.listen(cfg.HTTP.Addr, loops); err != nil {
 		return err
 	}
 	return e.serve(ctx, cfg.HTTP.ShutdownDrain, cfg.HTTP.ShutdownTimeout)

@@ -14,7 +14,6 @@ func TestLoopEngine(t *testing.T) {
 		"NoRetryAfterATimeout":             TestNoRetryAfterATimeout,
 		"EarlyAnswersReachTheClient":       TestEarlyAnswersReachTheClient,
 		"GatewayMetrics":                   TestGatewayMetrics,
-		"PprofListenerIsSeparateAndOptIn":  TestPprofListenerIsSeparateAndOptIn,
 		// Limits decided in Redis, off the loop; they need REDIS_URL.
 		"RedisLimitIsSharedAcrossGateways": TestRedisLimitIsSharedAcrossGateways,
 		"RedisUnavailable":                 TestRedisUnavailable,

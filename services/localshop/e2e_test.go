@@ -427,16 +427,43 @@ func TestMTLSScenarioFailsOnAWideAllowList(t *testing.T) {
 }
 
 // TestThroughTheFastGateway: the shop under `make run`'s defaults (mutual TLS between the
-// services) with the gateway on its fasthttp engine.
+// services) with the gateway on its fasthttp engine, and with plain HTTP between the services
+// (as behind a mesh) on its event-loop engine, which then serves every request itself.
 func TestThroughTheFastGateway(t *testing.T) {
-	s := startShop(t, map[string]string{"GATEWAY_GATEWAY_ENGINE": "fasthttp"})
+	for _, tc := range []struct{ engine, tls, logged string }{
+		{"fasthttp", "", `"engine":"fasthttp"`},
+		{"loop", "off", `"engine":"loop","loops"`},
+	} {
+		t.Run(tc.engine, func(t *testing.T) { testThroughTheFastGateway(t, tc.engine, tc.tls, tc.logged) })
+	}
+}
+
+// loggedByLoop reports whether a request line holding want was written by the loop engine.
+func loggedByLoop(logs, want string) bool {
+	for _, line := range strings.Split(logs, "\n") {
+		if strings.Contains(line, want) && strings.Contains(line, `"engine":"loop"`) {
+			return true
+		}
+	}
+	return false
+}
+
+func testThroughTheFastGateway(t *testing.T, engine, tlsMode, logged string) {
+	env := map[string]string{"GATEWAY_GATEWAY_ENGINE": engine}
+	if tlsMode != "" {
+		env["TLS_MODE"] = tlsMode
+	}
+	s := startShop(t, env)
 	token, product := customerThroughTheGateway(t, s)
 	r := webtest.Do(t, "POST", s.gateway+"/orders", orderBody(product, 1), webtest.Bearer(token)...)
 	if r.Status != 201 || r.Header.Get("RateLimit-Policy") == "" || r.Header.Get("X-Request-Id") == "" {
-		t.Fatalf("order through the fasthttp gateway: %d %s (headers %v)", r.Status, r.Body, r.Header)
+		t.Fatalf("order through the %s gateway: %d %s (headers %v)", engine, r.Status, r.Body, r.Header)
 	}
-	if !strings.Contains(s.logs.String(), `"engine":"fasthttp"`) {
-		t.Error("the gateway did not run its fasthttp engine")
+	if !strings.Contains(s.logs.String(), logged) {
+		t.Errorf("the gateway did not run its %s engine", engine)
+	}
+	if engine == "loop" && !loggedByLoop(s.logs.String(), `"route":"orders-create","status":201`) {
+		t.Error("the order's request line is not the loop engine's: it was handed over, or not logged")
 	}
 	if r := webtest.Do(t, "POST", s.gateway+"/orders", orderBody(product, 1)); r.Status != 401 {
 		t.Errorf("order without a token = %d, want 401", r.Status)
