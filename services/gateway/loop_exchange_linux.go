@@ -75,8 +75,10 @@ type exchange struct {
 	waiting     bool // off the loop: a token being verified or a limit decided in Redis
 	headDropped bool
 	retried     bool
-	local       bool // answered by the gateway itself
-	clientClose bool // the client asked to close after this request
+	local       bool   // answered by the gateway itself
+	clientClose bool   // the client asked to close after this request
+	upgrade     string // the protocol the client asked to switch to (Upgrade), or ""
+	tunnel      bool   // switched: bytes pass both ways, unread, until either side closes
 
 	// The request body: passed on as it arrives, coding and all, or dropped (discard) once
 	// the request has been answered without it.
@@ -273,7 +275,7 @@ func (l *loop) badRequest(c *clientConn, err error) {
 func (l *loop) start(c *clientConn) {
 	h := &c.head
 	target := h.Target
-	if h.Minor == 0 || h.Upgrade || target[0] != '/' {
+	if h.Minor == 0 || (h.Upgrade && h.Body != h1.NoBody) || target[0] != '/' {
 		l.handOff(c)
 		return
 	}
@@ -301,6 +303,9 @@ func (l *loop) start(c *clientConn) {
 		reqBody: h.Body, reqLeft: h.Length, reqDone: h.Body == h1.NoBody, expect100: h.Expect100, clientClose: h.Close}
 	if len(query) > 0 {
 		ex.query = string(query)
+	}
+	if h.Upgrade {
+		ex.upgrade = string(h.Get("Upgrade"))
 	}
 	c.ex = ex
 	if id := h.Get("X-Request-Id"); len(id) > 0 && len(id) <= 128 {
@@ -681,8 +686,8 @@ func (l *loop) advanceUp(u *upConn) {
 	for len(u.in) > 0 && u.ex == ex && !c.closed {
 		if !ex.respHead {
 			ok, err := h1.ParseResponse(u.in, loopRespLimit, responseMethod(ex), &u.head)
-			if err == nil && ok && u.head.Body == h1.Tunnel {
-				err = errors.New("an upgrade nobody asked for")
+			if err == nil && ok && u.head.Body == h1.Tunnel && (ex.upgrade == "" || !bytes.EqualFold(u.head.Get("Upgrade"), []byte(ex.upgrade))) {
+				err = errors.New("a switch to a protocol the client did not ask for")
 			}
 			if err != nil {
 				l.upstreamFailed(ex, fmt.Errorf("response: %w", err))
@@ -691,7 +696,7 @@ func (l *loop) advanceUp(u *upConn) {
 			if !ok {
 				return
 			}
-			if u.head.Status < 200 { // 100 Continue and other interim answers: Expect was not sent on
+			if u.head.Status < 200 && u.head.Body != h1.Tunnel { // 100 Continue and other interim answers: Expect was not sent on
 				u.in = u.in[:copy(u.in, u.in[u.head.Size:])]
 				continue
 			}
@@ -709,6 +714,9 @@ func (l *loop) advanceUp(u *upConn) {
 		}
 		c.out = append(c.out, u.in[:n]...)
 		u.in = u.in[:copy(u.in, u.in[n:])]
+		if ex.tunnel {
+			c.last = l.now // a tunnel is idle only when neither side speaks
+		}
 		if done {
 			ex.respDone = true
 			if len(u.in) > 0 {
@@ -737,6 +745,13 @@ var methodHEAD = []byte(http.MethodHead)
 // upstreamEOF: the upstream closed its connection.
 func (l *loop) upstreamEOF(u *upConn) {
 	ex := u.ex
+	if ex.tunnel {
+		ex.reqDone, ex.respDone = true, true
+		l.closeUp(u)
+		ex.c.closeAfter = true // what the upstream sent last still reaches the client first
+		l.finish(ex, ex.status)
+		return
+	}
 	if ex.respHead && ex.respBody == h1.UntilClose {
 		ex.respDone = true
 		l.closeUp(u)
@@ -761,6 +776,9 @@ func (l *loop) responseHead(ex *exchange, u *upConn) {
 		ex.cspan = nil
 	}
 	closing := ex.clientClose || h.Body == h1.UntilClose || l.e.draining.Load()
+	if h.Body == h1.Tunnel {
+		ex.upgrade = string(u.head.Get("Upgrade")) // as the upstream spells it
+	}
 	line := u.in[:bytes.IndexByte(u.in, '\r')]
 	b := append(c.out, "HTTP/1.1 "...)
 	b = append(b, line[9:]...)
@@ -776,6 +794,17 @@ func (l *loop) responseHead(ex *exchange, u *upConn) {
 	b = appendLimitFields(b, ex.limits)
 	for k, v := range r.Response.Add {
 		b = appendFieldString(b, k, v)
+	}
+	if h.Body == h1.Tunnel {
+		// Switched: from here both connections carry the new protocol, which the gateway
+		// passes on unread; they close together.
+		b = append(b, "Connection: Upgrade\r\n"...)
+		b = appendFieldString(b, "Upgrade", ex.upgrade)
+		ex.tunnel, ex.reqDone, ex.reqBody, ex.respBody = true, false, h1.UntilClose, h1.UntilClose
+		closing = false
+		if len(c.in) > 0 { // the client spoke the new protocol before the switch was answered
+			l.post(func() { l.serveClient(c) })
+		}
 	}
 	if closing {
 		b = append(b, "Connection: close\r\n"...)
@@ -1103,6 +1132,10 @@ func (l *loop) upstreamHead(ex *exchange, b []byte) []byte {
 		b = appendFieldString(b, HeaderUserRoles, strings.Join(ex.claims.Roles, ","))
 	}
 	b = appendFieldString(b, "X-Request-Id", ex.id)
+	if ex.upgrade != "" { // hop-by-hop, but the one hop it asks for is the upstream's
+		b = append(b, "Connection: Upgrade\r\n"...)
+		b = appendFieldString(b, "Upgrade", ex.upgrade)
+	}
 	if l.e.traced {
 		cctx := ex.ctx
 		if ex.span.IsRecording() {

@@ -39,10 +39,11 @@ import (
 // whole: the connection is taken out of the loop, with the bytes already read, and served by
 // the fasthttp engine from then on. That is the built-in endpoints (/healthz, /readyz,
 // /metrics, /openapi.json), routes with https upstreams (mutual TLS needs crypto/tls, which
-// wants a net.Conn), HTTP/1.0 clients, protocol upgrades, and request targets that are not
-// plain origin-form paths (percent-encoded, dot segments, double slashes): the fasthttp engine
-// decodes and cleans those before routing, and a route must never be chosen on a path its
-// upstream reads otherwise.
+// wants a net.Conn), HTTP/1.0 clients, upgrade requests with a body, and request targets that
+// are not plain origin-form paths (percent-encoded, dot segments, double slashes): the fasthttp
+// engine decodes and cleans those before routing, and a route must never be chosen on a path
+// its upstream reads otherwise. Protocol upgrades (WebSocket) stay in the loop: after the
+// upstream's 101 it carries bytes both ways, unread.
 type loopEngine struct {
 	g       *Gateway
 	srv     *web.Server

@@ -128,8 +128,8 @@ func (c *Chunks) Scan(b []byte) (n int, done bool, err error) {
 				c.colon = true
 			case !c.colon && (ch >= 0x80 || !tokenChars[ch]):
 				return n, false, ErrChunk // a trailer line is a field: name, colon, value
-			case ch == '\n' || ch == '\r' || ch == 0:
-				return n, false, ErrChunk
+			case ch < ' ' && ch != '\t' || ch == 0x7f:
+				return n, false, ErrChunk // control characters, as in header values (net/http refuses them too)
 			}
 			if c.lineLen++; c.lineLen > maxChunkLine {
 				return n, false, ErrChunk

@@ -292,18 +292,22 @@ func (h *Head) frameResponse(method []byte) error {
 	if err != nil {
 		return err
 	}
+	// The framing fields are judged even where no body follows: net/http refuses a coding it
+	// does not know on any response, and a client must not get what it refuses.
 	switch {
 	case h.Status == 101 || (h.Status/100 == 2 && string(method) == "CONNECT"):
 		h.Body = Tunnel
 		return nil
+	case f.hasTE && (f.hasLength || h.Minor == 0):
+		// RFC 9112 §6.1: Transfer-Encoding on HTTP/1.0 means faulty framing (net/http reads
+		// such a body to the close; a chunked reader would stop elsewhere).
+		return ErrAmbiguousLength
+	case f.hasTE && (f.otherCoding || !f.chunked):
+		return ErrTransferEncoding
 	case string(method) == "HEAD" || h.Status/100 == 1 || h.Status == 204 || h.Status == 304:
 		return nil // no body, whatever the fields say
-	case f.hasTE && f.hasLength:
-		return ErrAmbiguousLength
-	case f.hasTE && f.chunked && !f.otherCoding:
-		h.Body = Chunked
 	case f.hasTE:
-		return ErrTransferEncoding
+		h.Body = Chunked
 	case f.hasLength:
 		if f.length > 0 {
 			h.Body, h.Length = Length, f.length

@@ -301,3 +301,85 @@ func BenchmarkParseRequest(b *testing.B) {
 		}
 	}
 }
+
+// FuzzResponseAgainstNetHTTP: the response side of the same check. An upstream's answer that
+// h1 frames must be one net/http reads the same way: the event-loop engine passes bodies on
+// by h1's framing, and a proxy that ends a response elsewhere than its client does lets the
+// upstream write into the next answer. head: the answer is to a HEAD request.
+func FuzzResponseAgainstNetHTTP(f *testing.F) {
+	for _, s := range responseSeeds {
+		f.Add([]byte(s), false)
+		f.Add([]byte(s), true)
+	}
+	f.Fuzz(responseAgreesWithNetHTTP)
+}
+
+var responseSeeds = []string{
+	"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcHTTP/1.1 200 OK\r\n\r\n",
+	"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n",
+	"HTTP/1.1 200 OK\r\n\r\nuntil the end",
+	"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nab",
+	"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
+	"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n",
+	"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+	"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nframes",
+	"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+	"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+	"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nzz",
+	"HTTP/1.1 200\r\nContent-Length: 1\r\n\r\nx",
+	"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot found",
+}
+
+func responseAgreesWithNetHTTP(t *testing.T, msg []byte, head bool) {
+	method := "GET"
+	if head {
+		method = "HEAD"
+	}
+	var h Head
+	ok, err := ParseResponse(msg, 1<<16, []byte(method), &h)
+	if !ok || err != nil {
+		return // refused or incomplete: being stricter than net/http is allowed
+	}
+	r := bytes.NewReader(msg)
+	br := bufio.NewReader(r)
+	resp, nerr := http.ReadResponse(br, &http.Request{Method: method})
+	if nerr != nil {
+		t.Fatalf("h1 frames %q (%s), net/http refuses it: %v", msg, method, nerr)
+	}
+	if h.Status != resp.StatusCode {
+		t.Fatalf("%q: h1 reads status %d, net/http %d", msg, h.Status, resp.StatusCode)
+	}
+	if h.Body == Tunnel {
+		return // 101: what follows is the other protocol's, for neither to frame
+	}
+	_, berr := io.Copy(io.Discard, resp.Body)
+	end := len(msg) - br.Buffered() - r.Len() // where net/http stopped reading this response
+	var bodyEnd int
+	var cerr error
+	switch h.Body {
+	case NoBody:
+		bodyEnd = h.Size
+	case Length:
+		bodyEnd = h.Size + int(h.Length)
+		if bodyEnd > len(msg) {
+			bodyEnd = -1
+		}
+	case UntilClose:
+		bodyEnd = len(msg)
+	case Chunked:
+		var c Chunks
+		n, done, err := c.Scan(msg[h.Size:])
+		bodyEnd, cerr = h.Size+n, err
+		if !done && err == nil {
+			bodyEnd = -1
+		}
+	}
+	switch {
+	case cerr != nil:
+		// h1 refuses a body net/http reads: stricter is allowed.
+	case berr == nil && bodyEnd != end:
+		t.Fatalf("%q (%s): net/http's response ends at %d, h1's at %d (%v)", msg, method, end, bodyEnd, h.Body)
+	case berr != nil && bodyEnd >= 0:
+		t.Fatalf("%q (%s): net/http fails the body (%v), h1 ends it at %d", msg, method, berr, bodyEnd)
+	}
+}
