@@ -9,24 +9,35 @@ import (
 	"github.com/shopmesh/shopmesh/services/internal/webtest"
 )
 
-// TestFastEngine runs the gateway's behaviour tests against the fasthttp engine. The ones not
-// listed test what that engine does not do yet (see README, "The gateway's engines").
-func TestFastEngine(t *testing.T) {
-	for name, test := range map[string]func(*testing.T){
-		"AuthenticationAndIdentityHeaders": TestAuthenticationAndIdentityHeaders,
-		"RewriteHeadersAndTracing":         TestRewriteHeadersAndTracing,
-		"RateLimitAnswers429WithHeaders":   TestRateLimitAnswers429WithHeaders,
-		"UpstreamFailures":                 TestUpstreamFailures,
-		"CanaryRoutesToBothUpstreams":      TestCanaryRoutesToBothUpstreams,
-		"NoRetryOnceTheRequestReached":     TestNoRetryOnceTheRequestReachedTheUpstream,
-		"NoRetryAfterATimeout":             TestNoRetryAfterATimeout,
-		"EarlyAnswersReachTheClient":       TestEarlyAnswersReachTheClient,
-		"GatewayMetrics":                   TestGatewayMetrics,
-	} {
+// TestFastEngine runs the gateway's behaviour tests against the fasthttp engine.
+func TestFastEngine(t *testing.T) { runBehaviourTests(t, "fasthttp", nil) }
+
+// behaviourTests are the gateway's behaviour tests every engine must pass.
+var behaviourTests = map[string]func(*testing.T){
+	"AuthenticationAndIdentityHeaders": TestAuthenticationAndIdentityHeaders,
+	"RewriteHeadersAndTracing":         TestRewriteHeadersAndTracing,
+	"RateLimitAnswers429WithHeaders":   TestRateLimitAnswers429WithHeaders,
+	"UpstreamFailures":                 TestUpstreamFailures,
+	"CanaryRoutesToBothUpstreams":      TestCanaryRoutesToBothUpstreams,
+	"NoRetryOnceTheRequestReached":     TestNoRetryOnceTheRequestReachedTheUpstream,
+	"NoRetryAfterATimeout":             TestNoRetryAfterATimeout,
+	"EarlyAnswersReachTheClient":       TestEarlyAnswersReachTheClient,
+	"GatewayMetrics":                   TestGatewayMetrics,
+}
+
+// runBehaviourTests runs behaviourTests, and more, against engine.
+func runBehaviourTests(t *testing.T, engine string, more map[string]func(*testing.T)) {
+	run := func(name string, test func(*testing.T)) {
 		t.Run(name, func(t *testing.T) {
-			t.Setenv(testEngineVar, "fasthttp")
+			t.Setenv(testEngineVar, engine)
 			test(t)
 		})
+	}
+	for name, test := range behaviourTests {
+		run(name, test)
+	}
+	for name, test := range more {
+		run(name, test)
 	}
 }
 

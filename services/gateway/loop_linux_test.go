@@ -5,7 +5,6 @@ package gateway
 import (
 	"context"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -20,17 +19,10 @@ import (
 // startLoop runs the event-loop engine, as Run does, on loopback until the test ends.
 func startLoop(t *testing.T, env map[string]string) string {
 	t.Helper()
-	cfg, err := LoadConfig(func(k string) string { return env[k] })
-	if err != nil {
-		t.Fatal(err)
-	}
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv, g, release, err := newServer(context.Background(), cfg, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ts := newTestServer(t, env)
+	release := ts.release
 	ctx, cancel := context.WithCancel(context.Background())
-	e, err := newLoopEngine(ctx, g, srv, cfg, logger)
+	e, err := newLoopEngine(ctx, ts.g, ts.srv, ts.cfg, ts.logger)
 	if err == nil {
 		err = e.listen("127.0.0.1:0", 2)
 	}
@@ -67,19 +59,11 @@ func TestLoopEngineDrains(t *testing.T) {
 	if err := os.WriteFile(file, []byte("routes:\n  - {name: up, prefix: /, upstreams: [{url: "+up.URL+"}]}\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := LoadConfig(func(k string) string { return map[string]string{"JWKS_URL": iss.JWKSURL, "ROUTES_FILE": file}[k] })
-	if err != nil {
-		t.Fatal(err)
-	}
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv, g, releaseSrv, err := newServer(context.Background(), cfg, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer releaseSrv()
+	ts := newTestServer(t, map[string]string{"JWKS_URL": iss.JWKSURL, "ROUTES_FILE": file})
+	defer ts.release()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	e, err := newLoopEngine(ctx, g, srv, cfg, logger)
+	e, err := newLoopEngine(ctx, ts.g, ts.srv, ts.cfg, ts.logger)
 	if err != nil {
 		t.Fatal(err)
 	}

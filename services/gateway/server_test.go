@@ -19,6 +19,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/shopmesh/shopmesh/services/internal/jwtauth/jwtauthtest"
+	"github.com/shopmesh/shopmesh/services/internal/web"
 	"github.com/shopmesh/shopmesh/services/internal/webtest"
 )
 
@@ -74,8 +75,16 @@ func startGateway(t *testing.T, routes string, env map[string]string) gatewayFix
 // testEngineVar makes startGateway run another engine (TestFastEngine and TestLoopEngine set it).
 const testEngineVar = "GATEWAY_TEST_ENGINE"
 
-// startFast runs the fasthttp engine, as Run does, on loopback until the test ends.
-func startFast(t *testing.T, env map[string]string) string {
+// testServer is what Run builds before it serves an engine, from env.
+type testServer struct {
+	cfg     Config
+	logger  *slog.Logger
+	srv     *web.Server
+	g       *Gateway
+	release func()
+}
+
+func newTestServer(t *testing.T, env map[string]string) testServer {
 	t.Helper()
 	cfg, err := LoadConfig(func(k string) string { return env[k] })
 	if err != nil {
@@ -86,7 +95,15 @@ func startFast(t *testing.T, env map[string]string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := newFastEngine(g, srv, cfg, logger)
+	return testServer{cfg: cfg, logger: logger, srv: srv, g: g, release: release}
+}
+
+// startFast runs the fasthttp engine, as Run does, on loopback until the test ends.
+func startFast(t *testing.T, env map[string]string) string {
+	t.Helper()
+	ts := newTestServer(t, env)
+	release := ts.release
+	e, err := newFastEngine(ts.g, ts.srv, ts.cfg, ts.logger)
 	if err != nil {
 		release()
 		t.Fatal(err)

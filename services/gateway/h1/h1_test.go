@@ -260,7 +260,13 @@ func agreeWithNetHTTP(t *testing.T, msg []byte) {
 		t.Fatalf("%q: h1 says %v/%d, net/http says length %d coding %v", msg, h.Body, h.Length, req.ContentLength, req.TransferEncoding)
 	}
 	_, berr := io.Copy(io.Discard, req.Body)
-	end := len(msg) - br.Buffered() - r.Len() // where net/http stopped reading this request
+	sameEnd(t, msg, &h, len(msg)-br.Buffered()-r.Len(), berr)
+}
+
+// sameEnd fails t unless h1 ends the message in msg, framed by h, where net/http did: at end,
+// or with berr for a body it could not read whole.
+func sameEnd(t *testing.T, msg []byte, h *Head, end int, berr error) {
+	t.Helper()
 	var bodyEnd int
 	var cerr error
 	switch h.Body {
@@ -271,6 +277,8 @@ func agreeWithNetHTTP(t *testing.T, msg []byte) {
 		if bodyEnd > len(msg) {
 			bodyEnd = -1 // not all there: net/http reports an unexpected EOF
 		}
+	case UntilClose:
+		bodyEnd = len(msg)
 	case Chunked:
 		var c Chunks
 		n, done, err := c.Scan(msg[h.Size:])
@@ -283,7 +291,7 @@ func agreeWithNetHTTP(t *testing.T, msg []byte) {
 	case cerr != nil:
 		// h1 refuses a body net/http reads (bare LF in the trailers, say): stricter is allowed.
 	case berr == nil && bodyEnd != end:
-		t.Fatalf("%q: net/http's message ends at %d, h1's at %d", msg, end, bodyEnd)
+		t.Fatalf("%q: net/http's message ends at %d, h1's (%v) at %d", msg, end, h.Body, bodyEnd)
 	case berr != nil && bodyEnd >= 0:
 		t.Fatalf("%q: net/http fails the body (%v), h1 ends it at %d", msg, berr, bodyEnd)
 	}
@@ -353,33 +361,5 @@ func responseAgreesWithNetHTTP(t *testing.T, msg []byte, head bool) {
 		return // 101: what follows is the other protocol's, for neither to frame
 	}
 	_, berr := io.Copy(io.Discard, resp.Body)
-	end := len(msg) - br.Buffered() - r.Len() // where net/http stopped reading this response
-	var bodyEnd int
-	var cerr error
-	switch h.Body {
-	case NoBody:
-		bodyEnd = h.Size
-	case Length:
-		bodyEnd = h.Size + int(h.Length)
-		if bodyEnd > len(msg) {
-			bodyEnd = -1
-		}
-	case UntilClose:
-		bodyEnd = len(msg)
-	case Chunked:
-		var c Chunks
-		n, done, err := c.Scan(msg[h.Size:])
-		bodyEnd, cerr = h.Size+n, err
-		if !done && err == nil {
-			bodyEnd = -1
-		}
-	}
-	switch {
-	case cerr != nil:
-		// h1 refuses a body net/http reads: stricter is allowed.
-	case berr == nil && bodyEnd != end:
-		t.Fatalf("%q (%s): net/http's response ends at %d, h1's at %d (%v)", msg, method, end, bodyEnd, h.Body)
-	case berr != nil && bodyEnd >= 0:
-		t.Fatalf("%q (%s): net/http fails the body (%v), h1 ends it at %d", msg, method, berr, bodyEnd)
-	}
+	sameEnd(t, msg, &h, len(msg)-br.Buffered()-r.Len(), berr)
 }
