@@ -137,6 +137,12 @@ func TestRateLimitCacheIsSharedEncryptedAndPasswordless(t *testing.T) {
 		if _, has := u.User.Password(); has || env.Data["REDIS_AUTH"] != "iam" || env.Data["REDIS_CACHE_NAME"] != in["replicationGroupId"] {
 			t.Errorf("REDIS_URL with a password, or REDIS_AUTH %q / REDIS_CACHE_NAME %q not set for IAM", env.Data["REDIS_AUTH"], env.Data["REDIS_CACHE_NAME"])
 		}
+		// The gateway's own loader reads the ConfigMap as the pod will: the engine the stack
+		// names is one it runs.
+		gcfg, err := gateway.LoadConfig(func(k string) string { return env.Data[k] })
+		if err != nil || gcfg.Engine != cfg.GatewayEngine || cfg.GatewayEngine == "" {
+			t.Errorf("the gateway's config from its ConfigMap: engine %q (%v), want the stack's gatewayEngine %q", gcfg.Engine, err, cfg.GatewayEngine)
+		}
 		grants := statements(t, named(t, p, "aws:iam/rolePolicy:RolePolicy", "gateway-cache").Inputs["policy"])
 		userArn := ":user:" + id
 		if len(grants) != 1 || !slices.Equal(asStrings(grants[0].Action), []string{"elasticache:Connect"}) ||

@@ -63,7 +63,7 @@ func stackConfig(t *testing.T, stack string) Config {
 		LoginPerMinute: atoi("loginPerMinute"), LoginBurst: atoi("loginBurst"), SignupPerMinute: atoi("signupPerMinute"), SignupBurst: atoi("signupBurst"),
 		Alarm5xxPercent: atoi("alarm5xxPercent"), AlarmLatencyP99Ms: atoi("alarmLatencyP99Ms"), AlarmDbCpuPercent: atoi("alarmDbCpuPercent"),
 		AlarmDbFreeStoragePercent: atoi("alarmDbFreeStoragePercent"), AlarmPodRestarts: atoi("alarmPodRestarts"),
-		TraceSamplePercent: atoi("traceSamplePercent"), DbAllocatedStorage: atoi("dbAllocatedStorage")}
+		TraceSamplePercent: atoi("traceSamplePercent"), DbAllocatedStorage: atoi("dbAllocatedStorage"), GatewayEngine: get("gatewayEngine")}
 }
 
 // one returns the single resource of typ, failing otherwise.
@@ -424,7 +424,7 @@ func TestConfigValidation(t *testing.T) {
 		DbInstanceClass: "db.t4g.micro", DbAllocatedStorage: 20, CacheNodeType: "cache.t4g.micro", DbBackupRetentionDays: 1, ApiThrottleRate: 1,
 		ApiThrottleBurst: 1, OrdersThrottleRate: 1, OrdersThrottleBurst: 1, LoginPerMinute: 1, LoginBurst: 1, SignupPerMinute: 1, SignupBurst: 1,
 		LogRetentionDays: 7, Alarm5xxPercent: 5, AlarmLatencyP99Ms: 3000, AlarmDbCpuPercent: 90, AlarmDbFreeStoragePercent: 10, AlarmPodRestarts: 5,
-		TraceSamplePercent: 100}
+		TraceSamplePercent: 100, GatewayEngine: "loop"}
 	if err := good.Validate(); err != nil {
 		t.Fatalf("valid config refused: %v", err)
 	}
@@ -462,6 +462,7 @@ func TestConfigValidation(t *testing.T) {
 		{"CIDRs without a public endpoint", func(c *Config) { c.PublicAccessCidrs = []string{"198.18.7.10/32"} }, "endpointPublicAccess is false"},
 		{"public access to a private-only endpoint", func(c *Config) { c.KubeApiAccess = "public" }, "nothing outside the VPC could reach the API"},
 		{"unknown access", func(c *Config) { c.KubeApiAccess = "vpn" }, "kubeApiAccess must be"},
+		{"gateway engine", func(c *Config) { c.GatewayEngine = "nginx" }, "gatewayEngine must be loop, fasthttp or nethttp"},
 		{"tunnel port", func(c *Config) { c.ApiTunnelPort = 443 }, "apiTunnelPort"},
 		{"no image for the workloads", func(c *Config) { c.ImageTag = "" }, "imageTag is not set"},
 		{"OIDC ownership", func(c *Config) { c.GithubOidcProvider = "" }, "githubOidcProvider"},

@@ -96,6 +96,9 @@ func NewWorkloads(ctx *pulumi.Context, name string, args WorkloadsArgs, opts ...
 				return nil, err
 			}
 			env["ROUTES_FILE"] = pulumi.String(RoutesFile)
+			// In the cluster the upstreams are plain HTTP (the mesh does mutual TLS), so the
+			// event loops serve every proxied request themselves.
+			env["GATEWAY_ENGINE"] = pulumi.String(cfg.GatewayEngine)
 			// One rate limit across every replica: the Valkey cache, over TLS, as a user that
 			// authenticates with the pod's IAM role (no password anywhere).
 			role, err := cacheClient(ctx, args, ns, svc, parent)
