@@ -91,6 +91,7 @@ const (
 	loopMaxIdleUp   = 256              // pooled connections per upstream per loop
 	loopTick        = 25 * time.Millisecond
 	loopResolve     = 10 * time.Second
+	loopAcceptPause = 100 * time.Millisecond
 )
 
 func newLoopEngine(ctx context.Context, g *Gateway, srv *web.Server, cfg Config, logger *slog.Logger) (*loopEngine, error) {
@@ -301,6 +302,8 @@ type loop struct {
 	head      []byte
 	exchanges []*exchange // finished, for reuse
 	stopped   bool
+	// acceptPaused is when accepting stopped for want of descriptors; zero while accepting.
+	acceptPaused time.Time
 
 	mu     sync.Mutex
 	posted []func()
@@ -407,7 +410,7 @@ func (l *loop) run() error {
 // stopListening closes the listener: new connections go to the other replicas.
 func (l *loop) stopListening() {
 	if l.ln >= 0 {
-		_ = unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, l.ln, nil)
+		_ = unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, l.ln, nil) // ENOENT while accepting is paused
 		_ = unix.Close(l.ln)
 		l.ln = -1
 	}
@@ -455,10 +458,16 @@ func (l *loop) forget(fd int) {
 }
 
 func (l *loop) accept() {
-	for l.ln >= 0 {
+	for l.ln >= 0 && l.acceptPaused.IsZero() {
 		fd, sa, err := unix.Accept4(l.ln, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 		if err != nil {
-			if !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.ECONNABORTED) && !errors.Is(err, unix.EINTR) {
+			if errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) || errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.ENOMEM) {
+				// Out of descriptors or memory: the connection stays queued and the listener
+				// readable, so accepting again at once would spin. Pause, as nginx does.
+				l.e.logger.Warn("accept failed; not accepting for a while", "error", err, "pause", loopAcceptPause)
+				l.acceptPaused = l.now
+				_ = unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, l.ln, nil)
+			} else if !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.ECONNABORTED) && !errors.Is(err, unix.EINTR) {
 				l.e.logger.Warn("accept failed", "error", err)
 			}
 			return
@@ -575,6 +584,10 @@ const timeFormatHTTP = "Mon, 02 Jan 2006 15:04:05 GMT"
 // and upstream connections, bodies drained for too long. A scan every loopTick costs less
 // than a timer per request.
 func (l *loop) timers() {
+	if !l.acceptPaused.IsZero() && l.now.Sub(l.acceptPaused) >= loopAcceptPause && l.ln >= 0 {
+		l.acceptPaused = time.Time{}
+		_ = unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, l.ln, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(l.ln)})
+	}
 	closing := l.ln < 0
 	for _, s := range l.socks {
 		switch x := s.(type) {
