@@ -78,6 +78,7 @@ type exchange struct {
 	local       bool   // answered by the gateway itself
 	clientClose bool   // the client asked to close after this request
 	upgrade     string // the protocol the client asked to switch to (Upgrade), or ""
+	label       string // the route label of a built-in endpoint
 	tunnel      bool   // switched: bytes pass both ways, unread, until either side closes
 
 	// The request body: passed on as it arrives, coding and all, or dropped (discard) once
@@ -275,25 +276,36 @@ func (l *loop) badRequest(c *clientConn, err error) {
 func (l *loop) start(c *clientConn) {
 	h := &c.head
 	target := h.Target
-	if h.Minor == 0 || (h.Upgrade && h.Body != h1.NoBody) || target[0] != '/' {
-		l.handOff(c)
+	switch {
+	case h.Minor == 0:
+		l.handOff(c, "http10")
+		return
+	case h.Upgrade && h.Body != h1.NoBody:
+		l.handOff(c, "upgrade_with_body")
+		return
+	case target[0] != '/':
+		l.handOff(c, "path")
 		return
 	}
 	rawPath, query := target, []byte(nil)
 	if i := bytes.IndexByte(target, '?'); i >= 0 {
 		rawPath, query = target[:i], target[i:]
 	}
-	if !plainPath(rawPath) || isBuiltIn(rawPath) {
-		l.handOff(c)
+	if !plainPath(rawPath) {
+		l.handOff(c, "path")
 		return
 	}
 	method := methodName(h.Method)
 	path := string(rawPath)
-	r := l.e.g.table.Match(method, path)
+	builtIn := isBuiltIn(path, method)
+	var r *Route
+	if !builtIn {
+		r = l.e.g.table.Match(method, path)
+	}
 	if r != nil {
 		for i := range r.Upstreams {
 			if l.e.ups[&r.Upstreams[i]].tls {
-				l.handOff(c)
+				l.handOff(c, "tls_upstream")
 				return
 			}
 		}
@@ -318,6 +330,10 @@ func (l *loop) start(c *clientConn) {
 		ex.ctx = l.e.srv.Tracing.Propagator.Extract(ex.ctx, headCarrier{h})
 		ex.ctx, ex.span = l.e.tracer.Start(ex.ctx, method, trace.WithSpanKind(trace.SpanKindServer))
 	}
+	if builtIn {
+		l.builtIn(ex)
+		return
+	}
 	if r == nil {
 		l.answer(ex, http.StatusNotFound, fmt.Sprintf("no route for %s %s", method, path), "")
 		return
@@ -340,12 +356,94 @@ func plainPath(p []byte) bool {
 	return true
 }
 
-func isBuiltIn(p []byte) bool {
-	switch string(p) {
-	case "/healthz", "/readyz", "/metrics", "/openapi.json":
+// isBuiltIn: the gateway's own endpoints, as the fasthttp engine has them (/openapi.json for
+// GET only; other methods there are routed).
+func isBuiltIn(p, method string) bool {
+	switch p {
+	case "/healthz", "/readyz", "/metrics":
 		return true
+	case "/openapi.json":
+		return method == http.MethodGet
 	}
 	return false
+}
+
+// builtIn answers the gateway's own endpoints in the loop: a connection that asked for one
+// stays in it. Readiness checks and metrics may take a while, so they are made off the loop.
+func (l *loop) builtIn(ex *exchange) {
+	ex.label = ex.path
+	switch ex.path {
+	case "/healthz":
+		l.respond(ex, http.StatusOK, "application/json", healthzBody)
+	case "/openapi.json":
+		l.respond(ex, http.StatusOK, "application/json", l.e.g.document)
+	case "/readyz":
+		ctx := ex.ctx
+		l.offLoop(ex, func() func() {
+			err := l.e.srv.Ready(ctx)
+			if l.e.draining.Load() {
+				err = errors.New("shutting down")
+			}
+			return func() {
+				if err != nil {
+					l.answer(ex, http.StatusServiceUnavailable, "not ready: "+err.Error(), "")
+					return
+				}
+				l.respond(ex, http.StatusOK, "application/json", readyBody)
+			}
+		})
+	case "/metrics":
+		l.offLoop(ex, func() func() {
+			var rec bodyRecorder
+			l.e.metricsHandler.ServeHTTP(&rec, &http.Request{Method: http.MethodGet, Header: http.Header{}})
+			return func() { l.respond(ex, http.StatusOK, rec.header.Get("Content-Type"), rec.body.Bytes()) }
+		})
+	}
+}
+
+var (
+	healthzBody = []byte(`{"status":"ok"}`)
+	readyBody   = []byte(`{"status":"ready"}`)
+)
+
+// bodyRecorder keeps what a handler writes: the metrics handler's answer, made off the loop.
+type bodyRecorder struct {
+	header http.Header
+	body   bytes.Buffer
+}
+
+func (r *bodyRecorder) Header() http.Header {
+	if r.header == nil {
+		r.header = http.Header{}
+	}
+	return r.header
+}
+func (r *bodyRecorder) Write(p []byte) (int, error) { return r.body.Write(p) }
+func (r *bodyRecorder) WriteHeader(int)             {}
+
+// respond answers ex with a body of the gateway's own.
+func (l *loop) respond(ex *exchange, status int, contentType string, body []byte) {
+	c := ex.c
+	l.dropHead(ex)
+	ex.local, ex.status, ex.respHead, ex.respDone = true, status, true, true
+	closing := ex.clientClose || l.e.draining.Load()
+	b := append(c.out, "HTTP/1.1 "...)
+	b = strconv.AppendInt(b, int64(status), 10)
+	b = append(b, ' ')
+	b = append(b, http.StatusText(status)...)
+	b = append(b, "\r\n"...)
+	b = append(b, l.dateField()...)
+	b = appendFieldString(b, "Content-Type", contentType)
+	b = appendFieldString(b, "X-Request-Id", ex.id)
+	if closing {
+		b = append(b, "Connection: close\r\n"...)
+		c.closeAfter = true
+	}
+	b = append(b, "Content-Length: "...)
+	b = strconv.AppendInt(b, int64(len(body)), 10)
+	b = append(b, "\r\n\r\n"...)
+	c.out = append(b, body...)
+	l.maybeFinish(ex)
 }
 
 // authenticate applies the route's auth mode: a token in the cache is checked here, any
@@ -581,7 +679,7 @@ func (u *upConn) event(l *loop, ev uint32) {
 		u.connecting = false
 	}
 	if u.ex == nil { // idle: the upstream may only close it
-		if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		if ev&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 || (ev&unix.EPOLLIN != 0 && !u.quiet()) {
 			l.closeUp(u)
 		}
 		return
@@ -855,8 +953,11 @@ func (l *loop) finish(ex *exchange, status int) {
 		ex.cspan.End()
 	}
 	route := "unmatched"
-	if ex.route != nil {
+	switch {
+	case ex.route != nil:
 		route = ex.route.Name
+	case ex.label != "":
+		route = ex.label
 	}
 	l.e.srv.ObserveRequest(ex.method, route, status, time.Since(ex.start))
 	if ex.span.IsRecording() {
@@ -900,14 +1001,23 @@ func (l *loop) reusable(u *upConn) bool {
 	if u.head.Close || u.writeDead || u.spoiled || len(u.in) > 0 || len(u.out) > 0 || len(l.idle[u.lu.index]) >= loopMaxIdleUp {
 		return false
 	}
-	if u.readable { // unread bytes left in the socket would be taken for the next answer
-		var b [1]byte
-		if n, err := unix.Read(u.fd, b[:]); n != 0 || err != unix.EAGAIN {
-			return false
-		}
-		u.readable = false
+	if u.readable && !u.quiet() { // unread bytes left in the socket would be taken for the next answer
+		return false
 	}
 	return true
+}
+
+// quiet reports whether an idle connection has nothing to read: an EPOLLIN edge can come late
+// for bytes already read with the last answer (they arrived in two segments and one read took
+// both). Bytes, an end of stream or an error mean the connection is done.
+func (u *upConn) quiet() bool {
+	var b [1]byte
+	_, err := unix.Read(u.fd, b[:]) // x/sys returns -1 with EAGAIN: the error says it
+	if err == unix.EAGAIN {
+		u.readable = false
+		return true
+	}
+	return false
 }
 
 // upstreamFailed answers 502, or 504 after a timeout; once the response has begun, the

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"runtime"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/valyala/fasthttp"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sys/unix"
@@ -37,8 +39,7 @@ import (
 // JWKS fetched), and a shared limit decided in Redis, by a goroutine that posts the rest of the
 // request back to its loop through an eventfd. What the loop does not do itself it hands over
 // whole: the connection is taken out of the loop, with the bytes already read, and served by
-// the fasthttp engine from then on. That is the built-in endpoints (/healthz, /readyz,
-// /metrics, /openapi.json), routes with https upstreams (mutual TLS needs crypto/tls, which
+// the fasthttp engine from then on. That is routes with https upstreams (mutual TLS needs crypto/tls, which
 // wants a net.Conn), HTTP/1.0 clients, upgrade requests with a body, and request targets that
 // are not plain origin-form paths (percent-encoded, dot segments, double slashes): the fasthttp
 // engine decodes and cleans those before routing, and a route must never be chosen on a path
@@ -55,11 +56,13 @@ type loopEngine struct {
 	traced  bool
 	tracer  trace.Tracer
 	// traceHeaders are the propagator's fields: with tracing on, the gateway writes them anew.
-	traceHeaders []string
-	trusted      []netip.Prefix
-	ups          map[*Upstream]*loopUpstream
-	loops        []*loop
-	addr         net.Addr
+	traceHeaders   []string
+	metricsHandler http.Handler
+	handoffs       *prometheus.CounterVec // gateway_loop_handoffs_total, by reason
+	trusted        []netip.Prefix
+	ups            map[*Upstream]*loopUpstream
+	loops          []*loop
+	addr           net.Addr
 
 	draining atomic.Bool
 	clients  atomic.Int64 // client connections open in the loops
@@ -101,7 +104,15 @@ func newLoopEngine(ctx context.Context, g *Gateway, srv *web.Server, cfg Config,
 	}
 	e := &loopEngine{g: g, srv: srv, fast: fast, fastSrv: fast.server(), logger: logger, timeout: cfg.UpstreamTimeout,
 		traced: srv.Tracing.Records(), tracer: srv.Tracing.Tracer("shopmesh/gateway-loop"), trusted: cfg.TrustedProxies,
-		ups: map[*Upstream]*loopUpstream{}, traceHeaders: srv.Tracing.Propagator.Fields()}
+		ups: map[*Upstream]*loopUpstream{}, traceHeaders: srv.Tracing.Propagator.Fields(),
+		metricsHandler: promhttp.HandlerFor(srv.Registry, promhttp.HandlerOpts{}),
+		handoffs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_loop_handoffs_total",
+			Help: "Client connections the event loops handed to the fasthttp engine, by reason: tls_upstream, http10, upgrade_with_body, path.",
+		}, []string{"reason"})}
+	if err := srv.Registry.Register(e.handoffs); err != nil {
+		return nil, fmt.Errorf("loop engine metrics: %w", err)
+	}
 	e.local, _ = g.limiter.(*LocalLimiter)
 	byAddr := map[string]*loopUpstream{}
 	for i := range g.table.Routes {
@@ -616,7 +627,8 @@ var errUpstreamTimeout = errors.New("upstream timeout")
 
 // handOff takes c out of the loop and serves it with the fasthttp engine from its current
 // request on, the bytes already read first.
-func (l *loop) handOff(c *clientConn) {
+func (l *loop) handOff(c *clientConn, reason string) {
+	l.e.handoffs.WithLabelValues(reason).Inc()
 	pending := append([]byte(nil), c.in...)
 	out := append([]byte(nil), c.out...)
 	fd := c.fd
