@@ -266,8 +266,9 @@ func (l *loop) badRequest(c *clientConn, err error) {
 	case errors.Is(err, h1.ErrVersion):
 		status, detail = http.StatusHTTPVersionNotSupported, "only HTTP/1.0 and HTTP/1.1 are served"
 	}
-	l.head = appendProblemHead(l.head[:0], status, detail)
-	c.out, l.scratch = appendAnswer(c.out, l.scratch, l.dateField(), status, l.head, "", newRequestID(), limitAnswer{}, "", true)
+	id := newRequestID()
+	l.scratch = appendProblem(l.scratch[:0], status, detail, "", id)
+	c.out = appendResponse(c.out, l.dateField(), status, web.MIMEProblemJSON, id, limitAnswer{}, "", true, l.scratch)
 	c.in = c.in[:0]
 	c.closeAfter = true
 }
@@ -302,13 +303,9 @@ func (l *loop) start(c *clientConn) {
 	if !builtIn {
 		r = l.e.g.table.Match(method, path)
 	}
-	if r != nil {
-		for i := range r.Upstreams {
-			if l.e.ups[&r.Upstreams[i]].tls {
-				l.handOff(c, "tls_upstream")
-				return
-			}
-		}
+	if r != nil && l.e.tlsRoutes[r] {
+		l.handOff(c, "tls_upstream")
+		return
 	}
 	ex := l.newExchange()
 	*ex = exchange{c: c, route: r, method: method, path: path, start: l.now, ctx: context.Background(),
@@ -423,27 +420,7 @@ func (r *bodyRecorder) WriteHeader(int)             {}
 
 // respond answers ex with a body of the gateway's own.
 func (l *loop) respond(ex *exchange, status int, contentType string, body []byte) {
-	c := ex.c
-	l.dropHead(ex)
-	ex.local, ex.status, ex.respHead, ex.respDone = true, status, true, true
-	closing := ex.clientClose || l.e.draining.Load()
-	b := append(c.out, "HTTP/1.1 "...)
-	b = strconv.AppendInt(b, int64(status), 10)
-	b = append(b, ' ')
-	b = append(b, http.StatusText(status)...)
-	b = append(b, "\r\n"...)
-	b = append(b, l.dateField()...)
-	b = appendFieldString(b, "Content-Type", contentType)
-	b = appendFieldString(b, "X-Request-Id", ex.id)
-	if closing {
-		b = append(b, "Connection: close\r\n"...)
-		c.closeAfter = true
-	}
-	b = append(b, "Content-Length: "...)
-	b = strconv.AppendInt(b, int64(len(body)), 10)
-	b = append(b, "\r\n\r\n"...)
-	c.out = append(b, body...)
-	l.maybeFinish(ex)
+	l.reply(ex, status, contentType, body, "")
 }
 
 // authenticate applies the route's auth mode: a token in the cache is checked here, any
@@ -1063,6 +1040,12 @@ func (l *loop) answer(ex *exchange, status int, detail, challenge string) {
 
 // answerWith answers with a problem whose JSON up to the detail is head.
 func (l *loop) answerWith(ex *exchange, status int, head []byte, challenge string) {
+	l.scratch = appendProblemTail(append(l.scratch[:0], head...), ex.path, ex.id)
+	l.reply(ex, status, web.MIMEProblemJSON, l.scratch, challenge)
+}
+
+// reply is every answer the gateway makes itself: a problem, a built-in endpoint's body.
+func (l *loop) reply(ex *exchange, status int, contentType string, body []byte, challenge string) {
 	c := ex.c
 	l.dropHead(ex)
 	ex.local, ex.status, ex.respHead, ex.respDone = true, status, true, true
@@ -1072,24 +1055,22 @@ func (l *loop) answerWith(ex *exchange, status int, head []byte, challenge strin
 		// whether it closes or sends it after all, only a new connection is clear.
 		closing, ex.reqDone = true, true
 	}
-	c.out, l.scratch = appendAnswer(c.out, l.scratch, l.dateField(), status, head, ex.path, ex.id, ex.limits, challenge, closing)
+	c.out = appendResponse(c.out, l.dateField(), status, contentType, ex.id, ex.limits, challenge, closing, body)
 	if closing {
 		c.closeAfter = true
 	}
 	l.maybeFinish(ex)
 }
 
-// appendAnswer appends a whole problem+json response, its JSON head then instance and id;
-// scratch holds the body meanwhile.
-func appendAnswer(b, scratch, date []byte, status int, head []byte, instance, id string, limits limitAnswer, challenge string, closing bool) ([]byte, []byte) {
-	scratch = appendProblemTail(append(scratch[:0], head...), instance, id)
+// appendResponse appends a whole response of the gateway's own.
+func appendResponse(b, date []byte, status int, contentType, id string, limits limitAnswer, challenge string, closing bool, body []byte) []byte {
 	b = append(b, "HTTP/1.1 "...)
 	b = strconv.AppendInt(b, int64(status), 10)
 	b = append(b, ' ')
 	b = append(b, http.StatusText(status)...)
 	b = append(b, "\r\n"...)
 	b = append(b, date...)
-	b = append(b, "Content-Type: "+web.MIMEProblemJSON+"\r\n"...)
+	b = appendFieldString(b, "Content-Type", contentType)
 	b = appendFieldString(b, "X-Request-Id", id)
 	b = appendLimitFields(b, limits)
 	if challenge != "" {
@@ -1099,9 +1080,9 @@ func appendAnswer(b, scratch, date []byte, status int, head []byte, instance, id
 		b = append(b, "Connection: close\r\n"...)
 	}
 	b = append(b, "Content-Length: "...)
-	b = strconv.AppendInt(b, int64(len(scratch)), 10)
+	b = strconv.AppendInt(b, int64(len(body)), 10)
 	b = append(b, "\r\n\r\n"...)
-	return append(b, scratch...), scratch
+	return append(b, body...)
 }
 
 func appendLimitFields(b []byte, a limitAnswer) []byte {

@@ -61,6 +61,7 @@ type loopEngine struct {
 	handoffs       *prometheus.CounterVec // gateway_loop_handoffs_total, by reason
 	trusted        []netip.Prefix
 	ups            map[*Upstream]*loopUpstream
+	tlsRoutes      map[*Route]bool // routes with an https upstream: their connections go to the fasthttp engine
 	loops          []*loop
 	addr           net.Addr
 
@@ -104,7 +105,7 @@ func newLoopEngine(ctx context.Context, g *Gateway, srv *web.Server, cfg Config,
 	}
 	e := &loopEngine{g: g, srv: srv, fast: fast, fastSrv: fast.server(), logger: logger, timeout: cfg.UpstreamTimeout,
 		traced: srv.Tracing.Records(), tracer: srv.Tracing.Tracer("shopmesh/gateway-loop"), trusted: cfg.TrustedProxies,
-		ups: map[*Upstream]*loopUpstream{}, traceHeaders: srv.Tracing.Propagator.Fields(),
+		ups: map[*Upstream]*loopUpstream{}, tlsRoutes: map[*Route]bool{}, traceHeaders: srv.Tracing.Propagator.Fields(),
 		metricsHandler: promhttp.HandlerFor(srv.Registry, promhttp.HandlerOpts{}),
 		handoffs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gateway_loop_handoffs_total",
@@ -130,6 +131,9 @@ func newLoopEngine(ctx context.Context, g *Gateway, srv *web.Server, cfg Config,
 				byAddr[key] = lu
 			}
 			e.ups[u] = lu
+			if lu.tls {
+				e.tlsRoutes[&g.table.Routes[i]] = true
+			}
 		}
 	}
 	go e.refresh(ctx, byAddr)
