@@ -6,7 +6,8 @@
 // keep-alive upstream connection; requests and responses are framed by Content-Length (or have
 // none) and passed on as bytes. It is a prototype to measure, not a proxy to deploy: no chunked
 // bodies, no header rewriting, no pipelining guarantees beyond in-order forwarding.
-// With -reject it answers every request 429 itself, as fastplain -reject does.
+// With -reject it answers every request 429 itself, as fastplain -reject does. -wait park and
+// -raw are the two variants measured before the gateway's engine took them (docs/performance.md).
 package main
 
 import (
@@ -16,8 +17,10 @@ import (
 	"fmt"
 	"log"
 	"net/netip"
+	"os"
 	"runtime"
 	"strconv"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -28,7 +31,12 @@ func main() {
 	loops := flag.Int("loops", runtime.NumCPU(), "event loops (threads)")
 	reject := flag.Bool("reject", false, "answer every request 429, without the upstream")
 	headers := flag.Bool("headers", false, "add the headers the gateway adds upstream (X-Forwarded-*, X-Request-Id, X-User-*)")
+	wait := flag.String("wait", "block", "how a loop waits for events: block (in epoll_wait on a locked thread) or park (in the Go runtime's poller)")
+	raw := flag.Bool("raw", false, "non-blocking reads, writes and epoll_wait(0) as raw system calls, which the Go scheduler does not see")
 	flag.Parse()
+	if *wait != "block" && *wait != "park" {
+		log.Fatalf("-wait %q: want block or park", *wait)
+	}
 	la, err := netip.ParseAddrPort(*addr)
 	if err != nil {
 		log.Fatal(err)
@@ -40,11 +48,15 @@ func main() {
 	errc := make(chan error, *loops)
 	for range *loops {
 		l, err := newLoop(la, ua, *reject)
-		l.headers = *headers
+		l.headers, l.raw = *headers, *raw
 		if err != nil {
 			log.Fatal(err)
 		}
-		go func() { errc <- l.run() }()
+		if *wait == "park" {
+			go func() { errc <- l.runParked() }()
+		} else {
+			go func() { errc <- l.run() }()
+		}
 	}
 	log.Fatal(<-errc)
 }
@@ -67,6 +79,7 @@ type loop struct {
 	events  []unix.EpollEvent
 	rejects []byte
 	headers bool
+	raw     bool
 	scratch []byte
 }
 
@@ -102,31 +115,65 @@ func newLoop(la, ua netip.AddrPort, reject bool) (*loop, error) {
 func (l *loop) run() error {
 	runtime.LockOSThread()
 	for {
-		n, err := unix.EpollWait(l.ep, l.events, -1)
+		n, err := l.epollWait(-1)
 		if err != nil {
 			if errors.Is(err, unix.EINTR) {
 				continue
 			}
 			return err
 		}
-		for i := range n {
-			ev := l.events[i]
-			fd := int(ev.Fd)
-			if fd == l.ln {
-				l.accept()
-				continue
-			}
-			c := l.conns[fd]
-			if c == nil {
-				continue
-			}
-			if ev.Events&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-				l.read(c)
-			}
-			if ev.Events&unix.EPOLLOUT != 0 && l.conns[fd] == c {
-				l.flush(c)
-			}
+		l.dispatch(n)
+	}
+}
+
+func (l *loop) dispatch(n int) {
+	for i := range n {
+		ev := l.events[i]
+		fd := int(ev.Fd)
+		if fd == l.ln {
+			l.accept()
+			continue
 		}
+		c := l.conns[fd]
+		if c == nil {
+			continue
+		}
+		if ev.Events&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+			l.read(c)
+		}
+		if ev.Events&unix.EPOLLOUT != 0 && l.conns[fd] == c {
+			l.flush(c)
+		}
+	}
+}
+
+// runParked waits in the Go runtime's poller, where the loop's epoll descriptor is registered
+// as any socket is, instead of blocking in epoll_wait on a locked thread. No thread then sits in
+// a system call holding a P, so the runtime's sysmon does not keep retaking Ps and waking every
+// 20 us; the price is one epoll_wait(0) more per wake.
+func (l *loop) runParked() error {
+	if err := unix.SetNonblock(l.ep, true); err != nil {
+		return err
+	}
+	f := os.NewFile(uintptr(l.ep), "epoll")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	for {
+		var n int
+		var werr error
+		err := rc.Read(func(uintptr) bool {
+			n, werr = l.epollWait(0)
+			return n > 0 || (werr != nil && !errors.Is(werr, unix.EINTR))
+		})
+		if err == nil {
+			err = werr
+		}
+		if err != nil {
+			return err
+		}
+		l.dispatch(n)
 	}
 }
 
@@ -168,7 +215,7 @@ func (l *loop) dial(c *conn) error {
 }
 
 func (l *loop) read(c *conn) {
-	n, err := unix.Read(c.fd, l.buf)
+	n, err := l.sysRead(c.fd, l.buf)
 	if n <= 0 {
 		if err == unix.EAGAIN {
 			return
@@ -230,7 +277,7 @@ func (l *loop) write(c *conn, p []byte) {
 		c.out = append(c.out, p...)
 		return
 	}
-	n, err := unix.Write(c.fd, p)
+	n, err := l.sysWrite(c.fd, p)
 	if err != nil && err != unix.EAGAIN {
 		l.close(c)
 		return
@@ -246,7 +293,7 @@ func (l *loop) write(c *conn, p []byte) {
 }
 
 func (l *loop) flush(c *conn) {
-	n, err := unix.Write(c.fd, c.out)
+	n, err := l.sysWrite(c.fd, c.out)
 	if err != nil && err != unix.EAGAIN {
 		l.close(c)
 		return
@@ -279,4 +326,38 @@ func (l *loop) rewrite(req []byte) []byte {
 	l.scratch = append(l.scratch, "X-Forwarded-For: 127.0.0.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: 127.0.0.1:9016\r\n"+
 		"X-Request-Id: 6qUYK7dicsNiDRrd4iVXj4zcsqcehQ1u\r\nX-User-Id: 0a6c7bd4-3b52-4b5e-9d4e-2f3f8f7c1c2e\r\nX-User-Roles: customer\r\n"...)
 	return append(l.scratch, req[i+2:]...)
+}
+
+// With -raw, calls that cannot block skip the runtime's entersyscall/exitsyscall; epoll_wait
+// first looks without waiting, and only then waits as an ordinary system call.
+func (l *loop) epollWait(msec int) (int, error) {
+	if l.raw {
+		r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_WAIT, uintptr(l.ep), uintptr(unsafe.Pointer(&l.events[0])), uintptr(len(l.events)), 0, 0, 0)
+		if e == 0 && r > 0 {
+			return int(r), nil
+		}
+	}
+	return unix.EpollWait(l.ep, l.events, msec)
+}
+
+func (l *loop) sysRead(fd int, p []byte) (int, error) {
+	if !l.raw {
+		return unix.Read(fd, p)
+	}
+	r, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	if e != 0 {
+		return -1, e
+	}
+	return int(r), nil
+}
+
+func (l *loop) sysWrite(fd int, p []byte) (int, error) {
+	if !l.raw {
+		return unix.Write(fd, p)
+	}
+	r, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	if e != 0 {
+		return -1, e
+	}
+	return int(r), nil
 }

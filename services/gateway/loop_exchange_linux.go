@@ -591,10 +591,17 @@ func (l *loop) dial(lu *loopUpstream) (*upConn, error) {
 	if sas == nil || len(*sas) == 0 {
 		return nil, fmt.Errorf("dial %s: the address is not resolved yet", lu.addr)
 	}
-	sa := (*sas)[int(lu.next.Add(1))%len(*sas)]
+	// A copy: unix.Connect writes the raw address into the Sockaddr it is given, and the loops
+	// share these.
+	var sa unix.Sockaddr
 	family := unix.AF_INET
-	if _, ok := sa.(*unix.SockaddrInet6); ok {
-		family = unix.AF_INET6
+	switch a := (*sas)[int(lu.next.Add(1))%len(*sas)].(type) {
+	case *unix.SockaddrInet4:
+		sa = &unix.SockaddrInet4{Port: a.Port, Addr: a.Addr}
+	case *unix.SockaddrInet6:
+		sa, family = &unix.SockaddrInet6{Port: a.Port, ZoneId: a.ZoneId, Addr: a.Addr}, unix.AF_INET6
+	default:
+		return nil, fmt.Errorf("dial %s: unsupported address %T", lu.addr, a)
 	}
 	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -989,7 +996,7 @@ func (l *loop) reusable(u *upConn) bool {
 // both). Bytes, an end of stream or an error mean the connection is done.
 func (u *upConn) quiet() bool {
 	var b [1]byte
-	_, err := unix.Read(u.fd, b[:]) // x/sys returns -1 with EAGAIN: the error says it
+	_, err := sysRead(u.fd, b[:]) // -1 with EAGAIN: the error says it
 	if err == unix.EAGAIN {
 		u.readable = false
 		return true

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,7 +24,11 @@ import (
 // connection reuse, and the requests it hands to the fasthttp engine.
 func TestLoopEngineHTTP(t *testing.T) {
 	big := bytes.Repeat([]byte("0123456789abcdef"), (8<<20)/16) // 8 MiB
-	up, upConns, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+	var keepAliveConns sync.Map                                 // the upstream connections that served "?keepalive" requests
+	up, _, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.RawQuery == "keepalive" {
+			keepAliveConns.Store(r.RemoteAddr, true)
+		}
 		switch r.URL.Path {
 		default:
 			b, _ := io.ReadAll(r.Body)
@@ -159,16 +164,17 @@ routes:
 	})
 
 	t.Run("one upstream connection serves a client's keep-alive requests", func(t *testing.T) {
-		before := upConns.Load()
 		c, br := dialRaw(t, addr)
 		for i := 0; i < 20; i++ {
-			send(t, c, "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+			send(t, c, "GET /echo?keepalive HTTP/1.1\r\nHost: x\r\n\r\n")
 			readBody(t, br, "GET")
 		}
-		// One dial, and now and then a second (about 1 run in 15, cause not yet found): never
-		// one per request.
-		if n := upConns.Load() - before; n > 2 {
-			t.Errorf("20 requests on one connection opened %d upstream connections, want one (two at most)", n)
+		// Counted by the connections the requests came on, not by the upstream's accepts: a
+		// connection an earlier test dialed can be accepted late, within this one's window.
+		n := 0
+		keepAliveConns.Range(func(_, _ any) bool { n++; return true })
+		if n != 1 {
+			t.Errorf("20 requests on one connection came to the upstream on %d connections, want one", n)
 		}
 	})
 

@@ -28,7 +28,7 @@ import (
 )
 
 // loopEngine is the gateway's data plane as nginx builds one (GATEWAY_ENGINE=loop): one event
-// loop per core, each an OS thread with its own SO_REUSEPORT listener and epoll set, owning
+// loop per core, each a goroutine with its own SO_REUSEPORT listener and epoll set, owning
 // its client and upstream connections outright. A request costs no goroutine, no channel and
 // no deadline timer: the loop reads it into a buffer, frames it with package h1, routes,
 // authenticates and limits it in place, writes the rewritten head and the body as they come to
@@ -299,12 +299,13 @@ func (e *loopEngine) serve(ctx context.Context, drain, grace time.Duration) erro
 	return err
 }
 
-// loop is one event loop: its thread, listener, epoll set and connections. Nothing in it is
+// loop is one event loop: its goroutine, listener, epoll set and connections. Nothing in it is
 // touched by another goroutine except posted, under mu.
 type loop struct {
 	e         *loopEngine
 	ep, ln    int
-	efd       int // eventfd: posted work is waiting
+	epf       *os.File // ep, registered with the Go runtime's poller (see run)
+	efd       int      // eventfd: posted work is waiting
 	socks     []sock
 	events    []unix.EpollEvent
 	now       time.Time
@@ -360,6 +361,12 @@ func newLoop(e *loopEngine, at netip.AddrPort) (*loop, error) {
 		l.closeAll()
 		return nil, err
 	}
+	// Non-blocking, so that os.NewFile registers it with the runtime's poller.
+	if err := unix.SetNonblock(l.ep, true); err != nil {
+		l.closeAll()
+		return nil, err
+	}
+	l.epf = os.NewFile(uintptr(l.ep), "epoll")
 	if l.efd, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
 		l.closeAll()
 		return nil, err
@@ -373,18 +380,23 @@ func newLoop(e *loopEngine, at netip.AddrPort) (*loop, error) {
 	return l, nil
 }
 
-// post runs fn on the loop's thread; goroutines finish their work through it.
+// post runs fn in the loop; goroutines finish their work through it.
+// Once the loop is closed nothing runs fn: a goroutine that finishes after shutdown must not
+// write to a descriptor number that may since have been given to another file.
 func (l *loop) post(fn func()) {
 	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.efd < 0 {
+		return
+	}
 	l.posted = append(l.posted, fn)
-	l.mu.Unlock()
 	var one = [8]byte{1}
 	_, _ = unix.Write(l.efd, one[:])
 }
 
 func (l *loop) runPosted() {
 	var b [8]byte
-	_, _ = unix.Read(l.efd, b[:])
+	_, _ = sysRead(l.efd, b[:])
 	l.mu.Lock()
 	l.run2, l.posted = l.posted, l.run2[:0]
 	l.mu.Unlock()
@@ -394,12 +406,30 @@ func (l *loop) runPosted() {
 	}
 }
 
+// run is the loop. It takes what is ready with an epoll_wait that does not wait, and when
+// nothing is, parks in the Go runtime's poller, where its epoll descriptor is registered as a
+// socket's is. It does not block in epoll_wait on a thread of its own, as an nginx worker
+// does: to Go such a thread holds a P for the whole wait, so sysmon keeps taking the P back and
+// handing it on (and, having found work, polls every 20 us), a loop that never passes through
+// the scheduler is preempted every 10 ms, and goroutines queued on a held P wait for sysmon.
+// Measured side by side (docs/performance.md), the parked loops add less latency and use less
+// CPU than the blocking ones did. The tick for timers is the poller's read deadline.
 func (l *loop) run() error {
-	runtime.LockOSThread() // the loop is its thread, as each nginx worker is its process
-	defer runtime.UnlockOSThread()
+	rc, err := l.epf.SyscallConn()
+	if err != nil {
+		return err
+	}
+	if err := l.epf.SetReadDeadline(time.Now().Add(loopTick)); err != nil {
+		return fmt.Errorf("the loop's epoll descriptor is not in the runtime's poller: %w", err)
+	}
 	for !l.stopped {
-		n, err := unix.EpollWait(l.ep, l.events, int(loopTick/time.Millisecond))
-		if err != nil && !errors.Is(err, unix.EINTR) {
+		n := 0
+		err := rc.Read(func(uintptr) bool {
+			n = l.readyEvents()
+			return n != 0
+		})
+		tick := errors.Is(err, os.ErrDeadlineExceeded)
+		if err != nil && !tick {
 			return err
 		}
 		l.now = time.Now()
@@ -414,9 +444,12 @@ func (l *loop) run() error {
 				l.socks[fd].event(l, ev.Events)
 			}
 		}
-		if l.now.Sub(l.tick) >= loopTick {
+		if tick || l.now.Sub(l.tick) >= loopTick {
 			l.tick = l.now
 			l.timers()
+			if err := l.epf.SetReadDeadline(l.now.Add(loopTick)); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -446,12 +479,22 @@ func (l *loop) closeAll() {
 			}
 		}
 	}
-	for _, fd := range []int{l.ln, l.efd, l.ep} {
+	l.mu.Lock() // post writes to efd under mu
+	efd := l.efd
+	l.efd = -1
+	l.mu.Unlock()
+	for _, fd := range []int{l.ln, efd} {
 		if fd >= 0 {
 			_ = unix.Close(fd)
 		}
 	}
-	l.ln, l.efd, l.ep = -1, -1, -1
+	switch {
+	case l.epf != nil:
+		_ = l.epf.Close() // ep, and its place in the runtime's poller
+	case l.ep >= 0:
+		_ = unix.Close(l.ep)
+	}
+	l.ln, l.ep, l.epf = -1, -1, nil
 }
 
 func (l *loop) register(fd int, s sock) error {
@@ -535,7 +578,7 @@ func (l *loop) readInto(fd int, buf *[]byte, readable *bool, hup bool) int {
 	if len(b) == cap(b) {
 		return 0 // full: the caller consumes before reading on
 	}
-	n, err := unix.Read(fd, b[len(b):cap(b)])
+	n, err := sysRead(fd, b[len(b):cap(b)])
 	switch {
 	case err == unix.EINTR:
 		return 0
@@ -560,7 +603,7 @@ func (l *loop) readInto(fd int, buf *[]byte, readable *bool, hup bool) int {
 // flush writes what out holds. It returns false when the socket failed.
 func flush(fd int, out *[]byte, writable *bool) bool {
 	for len(*out) > 0 && *writable {
-		n, err := unix.Write(fd, *out)
+		n, err := sysWrite(fd, *out)
 		switch {
 		case err == unix.EINTR:
 			continue

@@ -31,3 +31,30 @@ func TestFixedRateIsOpenLoop(t *testing.T) {
 		t.Errorf("percentiles p50 %v p99 %v max %v", r.P50, r.P99, r.Max)
 	}
 }
+
+func TestInterleavedTakesTurns(t *testing.T) {
+	var fastHits, slowHits atomic.Int32
+	fast := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fastHits.Add(1) }))
+	defer fast.Close()
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		slowHits.Add(1)
+		w.WriteHeader(http.StatusTeapot)
+		time.Sleep(20 * time.Millisecond)
+	}))
+	defer slow.Close()
+	// 200/s for 1 s in 100 ms turns: five turns each, 20 requests a turn.
+	reps := Interleaved(context.Background(), []string{fast.URL, slow.URL}, http.Header{}, 200, time.Second, 100*time.Millisecond)
+	if len(reps) != 2 {
+		t.Fatalf("%d reports, want 2", len(reps))
+	}
+	f, s := reps[0], reps[1]
+	if f.Sent != 100 || s.Sent != 100 || fastHits.Load() != 100 || slowHits.Load() != 100 {
+		t.Errorf("sent %d/%d, served %d/%d: want 100 to each", f.Sent, s.Sent, fastHits.Load(), slowHits.Load())
+	}
+	if f.Non2xx != 0 || s.Non2xx != 100 || f.Errors+s.Errors != 0 {
+		t.Errorf("reports %+v and %+v: each target's answers must be counted as its own", f, s)
+	}
+	if s.P50 < 20*time.Millisecond || f.P50 >= 20*time.Millisecond {
+		t.Errorf("p50 fast %v, slow %v: each target's latency must be its own", f.P50, s.P50)
+	}
+}

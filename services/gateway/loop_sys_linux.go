@@ -1,0 +1,49 @@
+//go:build linux
+
+package gateway
+
+import (
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// The loop's system calls on its own non-blocking descriptors cannot block, so they are made
+// raw, as a C event loop makes them: the Go scheduler is not told of them (no entersyscall and
+// exitsyscall). The loop waits for events in the runtime's poller, not in a system call (see
+// loop.run). Measured side by side with JWT and a limit on (docs/performance.md), raw calls
+// gave the engine 6 % more throughput.
+
+// sysRead is read(2) on a non-blocking descriptor.
+func sysRead(fd int, p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	if e != 0 {
+		return -1, e
+	}
+	return int(n), nil
+}
+
+// sysWrite is write(2) on a non-blocking descriptor.
+func sysWrite(fd int, p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	if e != 0 {
+		return -1, e
+	}
+	return int(n), nil
+}
+
+// readyEvents fills l.events with what is ready now, without waiting: the loop waits in the
+// runtime's poller instead (see run).
+func (l *loop) readyEvents() int {
+	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.ep), uintptr(unsafe.Pointer(&l.events[0])), uintptr(len(l.events)), 0, 0, 0)
+	if e != 0 {
+		return -1 // EINTR (not expected without a wait): look again before parking
+	}
+	return int(n)
+}
