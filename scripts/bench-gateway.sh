@@ -152,20 +152,24 @@ echo "loop/nginx     per round:$ln   median $(echo "$ln" | median)   (bare event
 echo "looph/nginx    per round:$lh   median $(echo "$lh" | median)   (the same, adding the gateway's upstream headers)"
 echo "traced/gateway per round:$tg   median $(echo "$tg" | median)   (tracing on, 1 % sampled, against off)"
 echo
-echo "latency at a fixed $RATE req/s (open loop, bench/load, ${DURATION}, $ROUNDS rounds; p50 in us)"
-echo "(a single round moves by +-50us here: the targets alternate, and the added p50 over direct is taken per round)"
+echo "latency at a fixed $RATE req/s (open loop, bench/load; $ROUNDS rounds; p50 in us)"
+echo "(the targets take turns every 100 ms within each round, so that each has the same share of"
+echo " whatever else the machine does; the added p50 over direct is taken per round)"
 targets="direct nginx gateway fast engine bare loop traced"
 declare -A added
 for _ in $(seq 1 "$ROUNDS"); do
-  declare -A p50=()
+  args=()
   for t in $targets; do
-    case $t in direct) url=http://127.0.0.1:9001/bench/x ;; nginx) url=http://127.0.0.1:9002/bench/x ;; gateway) url=http://127.0.0.1:9003/bench/x ;;
-      fast) url=http://127.0.0.1:9007/bench/x ;; engine) url=http://127.0.0.1:9019/bench/x ;; bare) url=http://127.0.0.1:9009/bench/x ;;
-      loop) url=http://127.0.0.1:9016/bench/x ;; traced) url=http://127.0.0.1:9006/bench/x ;; esac
-    out=$("$work/load" --url "$url" --rate "$RATE" --duration "$DURATION" --header "$auth")
-    printf '%-10s %s\n' "$t" "$out"
-    p50[$t]=$(echo "$out" | sed -E 's/.*p50 ([0-9]+)us.*/\1/')
+    case $t in direct) port=9001 ;; nginx) port=9002 ;; gateway) port=9003 ;; fast) port=9007 ;; engine) port=9019 ;;
+      bare) port=9009 ;; loop) port=9016 ;; traced) port=9006 ;; esac
+    args+=(--target "$t=http://127.0.0.1:$port/bench/x")
   done
+  # A round lasts DURATION x 2: each of the eight targets has a quarter of DURATION of it.
+  secs=$(awk -v d="${DURATION%s}" 'BEGIN {print d * 2}')
+  out=$("$work/load" "${args[@]}" --rate "$RATE" --duration "${secs}s" --turn 100ms --header "$auth")
+  echo "$out"
+  declare -A p50=()
+  for t in $targets; do p50[$t]=$(echo "$out" | awk -v t="$t" '$1==t' | sed -E 's/.*p50 ([0-9]+)us.*/\1/'); done
   for t in $targets; do added[$t]="${added[$t]:-} $((p50[$t] - p50[direct]))"; done
 done
 echo
