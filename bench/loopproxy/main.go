@@ -344,18 +344,18 @@ func (l *loop) sysRead(fd int, p []byte) (int, error) {
 	if !l.raw {
 		return unix.Read(fd, p)
 	}
-	r, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-	if e != 0 {
-		return -1, e
-	}
-	return int(r), nil
+	return rawIO(unix.SYS_READ, fd, p)
 }
 
 func (l *loop) sysWrite(fd int, p []byte) (int, error) {
 	if !l.raw {
 		return unix.Write(fd, p)
 	}
-	r, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	return rawIO(unix.SYS_WRITE, fd, p)
+}
+
+func rawIO(trap uintptr, fd int, p []byte) (int, error) {
+	r, _, e := unix.RawSyscall(trap, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
 	if e != 0 {
 		return -1, e
 	}

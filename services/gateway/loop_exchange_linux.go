@@ -75,6 +75,7 @@ type exchange struct {
 	waiting     bool // off the loop: a token being verified or a limit decided in Redis
 	headDropped bool
 	retried     bool
+	looked      bool   // the upstream was looked up for this request, having no address
 	local       bool   // answered by the gateway itself
 	clientClose bool   // the client asked to close after this request
 	upgrade     string // the protocol the client asked to switch to (Upgrade), or ""
@@ -558,6 +559,10 @@ func (l *loop) connect(ex *exchange, out []byte, dialErr error) bool {
 			l.attach(ex, u, out)
 			return true
 		}
+		if errors.Is(err, errUnresolved) && !ex.looked {
+			l.lookUp(ex, out)
+			return false
+		}
 		dialErr = err
 	}
 	for {
@@ -575,8 +580,31 @@ func (l *loop) connect(ex *exchange, out []byte, dialErr error) bool {
 			l.attach(ex, u, out)
 			return true
 		}
+		if errors.Is(err, errUnresolved) && !ex.looked {
+			l.lookUp(ex, out)
+			return false
+		}
 		dialErr = err
 	}
+}
+
+// lookUp resolves ex's upstream off the loop, then connects: once, so that a lookup that
+// fails answers 502 with what it said.
+func (l *loop) lookUp(ex *exchange, out []byte) {
+	ex.looked = true
+	lu, ctx := ex.lu, ex.ctx
+	l.offLoop(ex, func() func() {
+		err := lu.resolveMissing(ctx)
+		return func() {
+			if err != nil {
+				l.upstreamFailed(ex, notSent{fmt.Errorf("dial %s: %w", lu.addr, err)})
+				return
+			}
+			if l.connect(ex, out, nil) && ex.reqDone {
+				l.requestSent(ex)
+			}
+		}
+	})
 }
 
 func (l *loop) attach(ex *exchange, u *upConn, out []byte) {
@@ -589,7 +617,7 @@ func (l *loop) attach(ex *exchange, u *upConn, out []byte) {
 func (l *loop) dial(lu *loopUpstream) (*upConn, error) {
 	sas := lu.sockaddrs.Load()
 	if sas == nil || len(*sas) == 0 {
-		return nil, fmt.Errorf("dial %s: the address is not resolved yet", lu.addr)
+		return nil, fmt.Errorf("dial %s: %w", lu.addr, errUnresolved)
 	}
 	// A copy: unix.Connect writes the raw address into the Sockaddr it is given, and the loops
 	// share these.

@@ -82,7 +82,15 @@ type loopUpstream struct {
 	// sockaddrs are the address's IPs: fixed for an IP literal, refreshed from DNS otherwise.
 	sockaddrs atomic.Pointer[[]unix.Sockaddr]
 	next      atomic.Uint32
+	lookup    lookupFunc
+	lookupMu  sync.Mutex // one lookup at a time: requests waiting for an address share it
 }
+
+// lookupFunc resolves a host name, as net.Resolver.LookupNetIP does.
+type lookupFunc func(ctx context.Context, network, host string) ([]netip.Addr, error)
+
+// errUnresolved: an upstream named by host name has no address yet.
+var errUnresolved = errors.New("the upstream's address is not resolved yet")
 
 // Limits of the loop engine.
 const (
@@ -99,6 +107,11 @@ const (
 )
 
 func newLoopEngine(ctx context.Context, g *Gateway, srv *web.Server, cfg Config, logger *slog.Logger) (*loopEngine, error) {
+	return newLoopEngineWith(ctx, g, srv, cfg, logger, net.DefaultResolver.LookupNetIP)
+}
+
+// newLoopEngineWith is newLoopEngine with the resolver for upstreams named by host name.
+func newLoopEngineWith(ctx context.Context, g *Gateway, srv *web.Server, cfg Config, logger *slog.Logger, lookup lookupFunc) (*loopEngine, error) {
 	fast, err := newFastEngine(g, srv, cfg, logger)
 	if err != nil {
 		return nil, err
@@ -124,7 +137,8 @@ func newLoopEngine(ctx context.Context, g *Gateway, srv *web.Server, cfg Config,
 			lu := byAddr[key]
 			if lu == nil {
 				lu = &loopUpstream{index: len(byAddr), addr: addr, host: u.target.Host, path: strings.TrimSuffix(u.target.Path, "/"),
-					tls: u.target.Scheme == "https", budget: newRetryBudget(time.Now()), up: g.metrics.upstreamUp.WithLabelValues(addr)}
+					tls: u.target.Scheme == "https", budget: newRetryBudget(time.Now()), up: g.metrics.upstreamUp.WithLabelValues(addr),
+					lookup: lookup}
 				if err := lu.resolve(ctx); err != nil && !lu.tls {
 					logger.Warn("upstream address not resolved yet", "upstream", addr, "error", err)
 				}
@@ -155,7 +169,7 @@ func (u *loopUpstream) resolve(ctx context.Context) error {
 		ips = []netip.Addr{ip}
 	} else {
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		ips, err = net.DefaultResolver.LookupNetIP(rctx, "ip", host)
+		ips, err = u.lookup(rctx, "ip", host)
 		cancel()
 		if err != nil {
 			return err
@@ -172,6 +186,18 @@ func (u *loopUpstream) resolve(ctx context.Context) error {
 	return nil
 }
 
+// resolveMissing looks the upstream up unless it has addresses by now: a request that found
+// none waits for this lookup (shared with any other waiting) rather than failing until the
+// next refresh.
+func (u *loopUpstream) resolveMissing(ctx context.Context) error {
+	u.lookupMu.Lock()
+	defer u.lookupMu.Unlock()
+	if sas := u.sockaddrs.Load(); sas != nil && len(*sas) > 0 {
+		return nil
+	}
+	return u.resolve(ctx)
+}
+
 // refresh looks up the upstreams named by host name again every loopResolve, off the loops.
 func (e *loopEngine) refresh(ctx context.Context, ups map[string]*loopUpstream) {
 	t := time.NewTicker(loopResolve)
@@ -185,7 +211,10 @@ func (e *loopEngine) refresh(ctx context.Context, ups map[string]*loopUpstream) 
 		for _, u := range ups {
 			host, _, _ := net.SplitHostPort(u.addr)
 			if _, err := netip.ParseAddr(host); err != nil && !u.tls {
-				if err := u.resolve(ctx); err != nil {
+				u.lookupMu.Lock()
+				err := u.resolve(ctx)
+				u.lookupMu.Unlock()
+				if err != nil {
 					e.logger.Warn("upstream lookup failed; keeping the last addresses", "upstream", u.addr, "error", err)
 				}
 			}

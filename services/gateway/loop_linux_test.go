@@ -7,8 +7,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -115,5 +118,69 @@ func TestLoopEngineDrains(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Error("the engine did not stop after its last connection closed")
+	}
+}
+
+// TestLoopEngineLooksUpOnDemand: an upstream named by host name whose lookup failed at start
+// is looked up again by the first request that needs it, rather than failing until the next
+// refresh; while the lookup fails, requests get a 502 problem.
+func TestLoopEngineLooksUpOnDemand(t *testing.T) {
+	up, _, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "found") })
+	_, port, _ := net.SplitHostPort(up.Listener.Addr().String())
+	var dnsUp atomic.Bool
+	var lookups atomic.Int32
+	lookup := func(_ context.Context, _, host string) ([]netip.Addr, error) {
+		lookups.Add(1)
+		if host != "upstream.test" || !dnsUp.Load() {
+			return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+		}
+		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
+	}
+	iss := jwtauthtest.Start(t)
+	file := filepath.Join(t.TempDir(), "routes.yaml")
+	routes := "routes:\n  - {name: named, prefix: /, upstreams: [{url: \"http://upstream.test:" + port + "\"}]}\n"
+	if err := os.WriteFile(file, []byte(routes), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ts := newTestServer(t, map[string]string{"JWKS_URL": iss.JWKSURL, "ROUTES_FILE": file})
+	defer ts.release()
+	ctx, cancel := context.WithCancel(context.Background())
+	e, err := newLoopEngineWith(ctx, ts.g, ts.srv, ts.cfg, ts.logger, lookup)
+	if err == nil {
+		err = e.listen("127.0.0.1:0", 2)
+	}
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- e.serve(ctx, 0, time.Second) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	}()
+	url := "http://" + e.addr.String() + "/x"
+	if n := lookups.Load(); n != 1 {
+		t.Fatalf("%d lookups at start, want 1", n)
+	}
+
+	r := webtest.Do(t, "GET", url, nil)
+	if r.Status != 502 || r.Header.Get("Content-Type") != "application/problem+json" || !strings.Contains(string(r.Body), "route named is unavailable") {
+		t.Errorf("while the name does not resolve: %d %s %s, want a 502 problem", r.Status, r.Header.Get("Content-Type"), r.Body)
+	}
+	if n := lookups.Load(); n != 2 {
+		t.Errorf("%d lookups after a request found no address, want 2 (the request looked it up again)", n)
+	}
+
+	dnsUp.Store(true) // well before the 10 s refresh
+	r = webtest.Do(t, "GET", url, nil)
+	if r.Status != 200 || string(r.Body) != "found" {
+		t.Errorf("once the name resolves: %d %q, want 200 from the upstream", r.Status, r.Body)
+	}
+	r = webtest.Do(t, "GET", url, nil)
+	if n := lookups.Load(); r.Status != 200 || n != 3 {
+		t.Errorf("the next request: %d after %d lookups, want 200 with no further lookup (3 in all)", r.Status, n)
 	}
 }
