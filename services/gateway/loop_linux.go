@@ -249,6 +249,11 @@ func (e *loopEngine) listen(addr string, n int) error {
 			ip = ips[0]
 		}
 	}
+	if port != 0 {
+		if err := portFree(netip.AddrPortFrom(ip, uint16(port))); err != nil {
+			return fmt.Errorf("listen on %s (HTTP_ADDR): %w", addr, err)
+		}
+	}
 	for i := 0; i < n; i++ {
 		l, err := newLoop(e, netip.AddrPortFrom(ip, uint16(port)))
 		if err != nil {
@@ -264,6 +269,33 @@ func (e *loopEngine) listen(addr string, n int) error {
 	}
 	if e.addr == nil {
 		e.addr = &net.TCPAddr{IP: ip.AsSlice(), Port: port}
+	}
+	return nil
+}
+
+// portFree binds at once without SO_REUSEPORT, and lets go. The loops' listeners share their
+// port with SO_REUSEPORT, which would as readily share it with another process of the same
+// user (a second gateway started by mistake), each then getting a part of the connections;
+// this bind fails instead while anything listens there.
+func portFree(at netip.AddrPort) error {
+	family := unix.AF_INET6
+	if at.Addr().Is4() {
+		family = unix.AF_INET
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1) // TIME_WAIT from a previous run is no conflict
+	if family == unix.AF_INET6 {
+		_ = unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 0)
+	}
+	if err := unix.Bind(fd, sockaddr(at)); err != nil {
+		if errors.Is(err, unix.EADDRINUSE) {
+			return fmt.Errorf("%w: another process is listening on port %d", err, at.Port())
+		}
+		return err
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -14,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/shopmesh/shopmesh/services/internal/jwtauth/jwtauthtest"
 	"github.com/shopmesh/shopmesh/services/internal/webtest"
@@ -182,5 +185,31 @@ func TestLoopEngineLooksUpOnDemand(t *testing.T) {
 	r = webtest.Do(t, "GET", url, nil)
 	if n := lookups.Load(); r.Status != 200 || n != 3 {
 		t.Errorf("the next request: %d after %d lookups, want 200 with no further lookup (3 in all)", r.Status, n)
+	}
+}
+
+// TestLoopEngineRefusesATakenPort: the loops' SO_REUSEPORT listeners must not quietly share a
+// port with another process already serving it; the start fails and says why.
+func TestLoopEngineRefusesATakenPort(t *testing.T) {
+	first := startLoop(t, nil)
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(first, "http://"))
+	ts := newTestServer(t, nil)
+	defer ts.release()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	e, err := newLoopEngine(ctx, ts.g, ts.srv, ts.cfg, ts.logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = e.listen("127.0.0.1:"+port, 2)
+	if err == nil {
+		e.closeLoops()
+		t.Fatalf("a second engine started on port %s, taken by the first", port)
+	}
+	if !errors.Is(err, unix.EADDRINUSE) || !strings.Contains(err.Error(), "another process is listening on port "+port) {
+		t.Errorf("error %q, want EADDRINUSE saying another process listens on the port", err)
+	}
+	if r := webtest.Do(t, "GET", first+"/healthz", nil); r.Status != 200 {
+		t.Errorf("the first engine after the second's attempt: /healthz %d, want 200", r.Status)
 	}
 }
