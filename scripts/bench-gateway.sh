@@ -5,11 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION=${DURATION:-10s}   # per wrk run
+DURATION=${DURATION:-10s}   # per wrk run, whole seconds; a latency round lasts twice as long
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
 RATE=${RATE:-2000}          # fixed-rate latency runs
-ROUNDS=${ROUNDS:-3}         # throughput rounds; the three targets alternate within each
+ROUNDS=${ROUNDS:-3}         # rounds of throughput and of latency; the targets alternate within each
+[[ $DURATION =~ ^[0-9]+s$ ]] || { echo "bench: DURATION must be whole seconds, like 10s (got $DURATION)"; exit 1; }
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
