@@ -25,10 +25,16 @@ import (
 // startLoop runs the event-loop engine, as Run does, on loopback until the test ends.
 func startLoop(t *testing.T, env map[string]string) string {
 	t.Helper()
+	return startLoopWith(t, env, net.DefaultResolver.LookupNetIP)
+}
+
+// startLoopWith is startLoop with the resolver for upstreams named by host name.
+func startLoopWith(t *testing.T, env map[string]string, lookup lookupFunc) string {
+	t.Helper()
 	ts := newTestServer(t, env)
 	release := ts.release
 	ctx, cancel := context.WithCancel(context.Background())
-	e, err := newLoopEngine(ctx, ts.g, ts.srv, ts.cfg, ts.logger)
+	e, err := newLoopEngineWith(ctx, ts.g, ts.srv, ts.cfg, ts.logger, lookup)
 	if err == nil {
 		err = e.listen("127.0.0.1:0", 2)
 	}
@@ -49,6 +55,21 @@ func startLoop(t *testing.T, env map[string]string) string {
 	return "http://" + e.addr.String()
 }
 
+// newTestLoopEngine makes the engine on a test server, not listening yet; ctx is the engine's,
+// and the server and ctx end with the test.
+func newTestLoopEngine(t *testing.T, env map[string]string) (*loopEngine, context.Context, context.CancelFunc) {
+	t.Helper()
+	ts := newTestServer(t, env)
+	t.Cleanup(ts.release)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	e, err := newLoopEngine(ctx, ts.g, ts.srv, ts.cfg, ts.logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e, ctx, cancel
+}
+
 // TestLoopEngineDrains: on shutdown the engine answers /readyz 503 and closes keep-alive
 // connections after their next answer while SHUTDOWN_DRAIN runs, lets a request in flight
 // finish, then stops listening.
@@ -65,14 +86,7 @@ func TestLoopEngineDrains(t *testing.T) {
 	if err := os.WriteFile(file, []byte("routes:\n  - {name: up, prefix: /, upstreams: [{url: "+up.URL+"}]}\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ts := newTestServer(t, map[string]string{"JWKS_URL": iss.JWKSURL, "ROUTES_FILE": file})
-	defer ts.release()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	e, err := newLoopEngine(ctx, ts.g, ts.srv, ts.cfg, ts.logger)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e, ctx, cancel := newTestLoopEngine(t, map[string]string{"JWKS_URL": iss.JWKSURL, "ROUTES_FILE": file})
 	if err := e.listen("127.0.0.1:0", 2); err != nil {
 		t.Fatal(err)
 	}
@@ -145,26 +159,7 @@ func TestLoopEngineLooksUpOnDemand(t *testing.T) {
 	if err := os.WriteFile(file, []byte(routes), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ts := newTestServer(t, map[string]string{"JWKS_URL": iss.JWKSURL, "ROUTES_FILE": file})
-	defer ts.release()
-	ctx, cancel := context.WithCancel(context.Background())
-	e, err := newLoopEngineWith(ctx, ts.g, ts.srv, ts.cfg, ts.logger, lookup)
-	if err == nil {
-		err = e.listen("127.0.0.1:0", 2)
-	}
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- e.serve(ctx, 0, time.Second) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	}()
-	url := "http://" + e.addr.String() + "/x"
+	url := startLoopWith(t, map[string]string{"JWKS_URL": iss.JWKSURL, "ROUTES_FILE": file}, lookup) + "/x"
 	if n := lookups.Load(); n != 1 {
 		t.Fatalf("%d lookups at start, want 1", n)
 	}
@@ -193,15 +188,8 @@ func TestLoopEngineLooksUpOnDemand(t *testing.T) {
 func TestLoopEngineRefusesATakenPort(t *testing.T) {
 	first := startLoop(t, nil)
 	_, port, _ := net.SplitHostPort(strings.TrimPrefix(first, "http://"))
-	ts := newTestServer(t, nil)
-	defer ts.release()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	e, err := newLoopEngine(ctx, ts.g, ts.srv, ts.cfg, ts.logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = e.listen("127.0.0.1:"+port, 2)
+	e, _, _ := newTestLoopEngine(t, nil)
+	err := e.listen("127.0.0.1:"+port, 2)
 	if err == nil {
 		e.closeLoops()
 		t.Fatalf("a second engine started on port %s, taken by the first", port)
