@@ -332,7 +332,7 @@ func (l *loop) rewrite(req []byte) []byte {
 // first looks without waiting, and only then waits as an ordinary system call.
 func (l *loop) epollWait(msec int) (int, error) {
 	if l.raw {
-		r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_WAIT, uintptr(l.ep), uintptr(unsafe.Pointer(&l.events[0])), uintptr(len(l.events)), 0, 0, 0)
+		r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.ep), uintptr(unsafe.Pointer(&l.events[0])), uintptr(len(l.events)), 0, 0, 0)
 		if e == 0 && r > 0 {
 			return int(r), nil
 		}

@@ -31,8 +31,7 @@ type clientConn struct {
 	fd                 int
 	remote             netip.Addr
 	in, out            []byte
-	readable, writable bool
-	hup                bool // the client's FIN was reported
+	readiness               // hup: the client's FIN was reported
 	closed, closeAfter bool // closeAfter: close once out is written
 	ex                 *exchange
 	head               h1.Head // the current request's, pointing into in
@@ -44,8 +43,7 @@ type upConn struct {
 	fd                 int
 	lu                 *loopUpstream
 	in, out            []byte
-	readable, writable bool
-	hup                bool // the upstream's FIN was reported
+	readiness          // hup: the upstream's FIN was reported
 	connecting, closed bool
 	writeDead          bool // a write failed: the upstream stopped reading
 	spoiled            bool // bytes came after the response: never reused
@@ -106,17 +104,28 @@ type exchange struct {
 	cspan trace.Span
 }
 
-// event is the client connection's readiness.
-func (c *clientConn) event(l *loop, ev uint32) {
+// readiness is what epoll has said of a connection, kept by the loop itself: edges come once.
+type readiness struct {
+	readable, writable bool
+	hup                bool // the peer's FIN was reported
+}
+
+// note records an event's edges.
+func (r *readiness) note(ev uint32) {
 	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-		c.readable = true
+		r.readable = true
 	}
 	if ev&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-		c.hup = true
+		r.hup = true
 	}
 	if ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-		c.writable = true
+		r.writable = true
 	}
+}
+
+// event is the client connection's readiness.
+func (c *clientConn) event(l *loop, ev uint32) {
+	c.note(ev)
 	l.serveClient(c)
 	// A response that waited for room in this client's buffer goes on.
 	if ex := c.ex; !c.closed && ex != nil && ex.u != nil && ex.respHead && !ex.respDone && len(c.out) < loopMaxPending {
@@ -554,27 +563,19 @@ func (l *loop) connect(ex *exchange, out []byte, dialErr error) bool {
 			l.attach(ex, u, out)
 			return true
 		}
-		u, err := l.dial(lu)
-		if err == nil {
-			l.attach(ex, u, out)
-			return true
-		}
-		if errors.Is(err, errUnresolved) && !ex.looked {
-			l.lookUp(ex, out)
-			return false
-		}
-		dialErr = err
 	}
 	for {
-		if ex.retried || !lu.budget.withdraw(l.now) {
-			if !ex.retried {
-				l.e.g.metrics.upstreamRetries.WithLabelValues(lu.addr, "budget_exhausted").Inc()
+		if dialErr != nil { // a dial failed: once more, within the budget
+			if ex.retried || !lu.budget.withdraw(l.now) {
+				if !ex.retried {
+					l.e.g.metrics.upstreamRetries.WithLabelValues(lu.addr, "budget_exhausted").Inc()
+				}
+				l.upstreamFailed(ex, notSent{dialErr})
+				return false
 			}
-			l.upstreamFailed(ex, notSent{dialErr})
-			return false
+			ex.retried = true
+			l.e.g.metrics.upstreamRetries.WithLabelValues(lu.addr, "retried").Inc()
 		}
-		ex.retried = true
-		l.e.g.metrics.upstreamRetries.WithLabelValues(lu.addr, "retried").Inc()
 		u, err := l.dial(lu)
 		if err == nil {
 			l.attach(ex, u, out)
@@ -636,7 +637,7 @@ func (l *loop) dial(lu *loopUpstream) (*upConn, error) {
 		return nil, fmt.Errorf("dial %s: %w", lu.addr, err)
 	}
 	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	u := &upConn{fd: fd, lu: lu, writable: true}
+	u := &upConn{fd: fd, lu: lu, readiness: readiness{writable: true}}
 	if err := unix.Connect(fd, sa); err != nil {
 		if !errors.Is(err, unix.EINPROGRESS) {
 			_ = unix.Close(fd)
@@ -668,15 +669,7 @@ func (l *loop) dropHead(ex *exchange) {
 
 // event is the upstream connection's readiness.
 func (u *upConn) event(l *loop, ev uint32) {
-	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-		u.readable = true
-	}
-	if ev&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-		u.hup = true
-	}
-	if ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-		u.writable = true
-	}
+	u.note(ev)
 	if u.connecting {
 		if ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) == 0 {
 			return

@@ -592,7 +592,7 @@ func (l *loop) accept() {
 			return
 		}
 		_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-		c := &clientConn{fd: fd, remote: peerAddr(sa), last: l.now, writable: true}
+		c := &clientConn{fd: fd, remote: peerAddr(sa), last: l.now, readiness: readiness{writable: true}}
 		if err := l.register(fd, c); err != nil {
 			l.forget(fd)
 			continue
