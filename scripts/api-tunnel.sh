@@ -9,7 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 action=${1:-}; stack=${2:-}
-[ -n "$stack" ] && { [ "$action" = open ] || [ "$action" = close ]; } || { echo "usage: $0 open|close STACK" >&2; exit 2; }
+if [ -z "$stack" ] || { [ "$action" != open ] && [ "$action" != close ]; }; then
+  echo "usage: $0 open|close STACK" >&2; exit 2
+fi
 mkdir -p .shopmesh
 pidfile=.shopmesh/tunnel-$stack.pid
 

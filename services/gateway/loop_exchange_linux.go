@@ -805,7 +805,7 @@ func (l *loop) advanceUp(u *upConn) {
 			}
 			l.responseHead(ex, u)
 			if ex.respDone {
-				l.maybeFinish(ex)
+				l.done(ex)
 				return
 			}
 			continue
@@ -825,7 +825,7 @@ func (l *loop) advanceUp(u *upConn) {
 			if len(u.in) > 0 {
 				u.spoiled = true
 			}
-			l.maybeFinish(ex)
+			l.done(ex)
 			return
 		}
 		if len(c.out) >= loopMaxPending {
@@ -917,6 +917,19 @@ func (l *loop) responseHead(ex *exchange, u *upConn) {
 	if h.Body == h1.NoBody {
 		ex.respDone = true
 	}
+}
+
+// done: the response is through. Its last bytes go to the client before the exchange's
+// bookkeeping (finish: metrics, log, span, pool), which is then off the request's path.
+func (l *loop) done(ex *exchange) {
+	c := ex.c
+	if ex.reqDone {
+		l.flushClient(c)
+		if c.closed || c.ex != ex { // the client failed or was closed: closeClient finished ex
+			return
+		}
+	}
+	l.maybeFinish(ex)
 }
 
 // maybeFinish ends the exchange once both its request and its response are through. An

@@ -53,6 +53,7 @@ type loopEngine struct {
 	logger  *slog.Logger
 	local   *LocalLimiter // the in-process limiter, decided in the loop; nil when Redis decides
 	timeout time.Duration // UPSTREAM_TIMEOUT: from the request's last byte to the response head
+	tick    time.Duration // how often a loop runs its timers; loopTick but in tests
 	traced  bool
 	tracer  trace.Tracer
 	// traceHeaders are the propagator's fields: with tracing on, the gateway writes them anew.
@@ -116,7 +117,7 @@ func newLoopEngineWith(ctx context.Context, g *Gateway, srv *web.Server, cfg Con
 	if err != nil {
 		return nil, err
 	}
-	e := &loopEngine{g: g, srv: srv, fast: fast, fastSrv: fast.server(), logger: logger, timeout: cfg.UpstreamTimeout,
+	e := &loopEngine{g: g, srv: srv, fast: fast, fastSrv: fast.server(), logger: logger, timeout: cfg.UpstreamTimeout, tick: loopTick,
 		traced: srv.Tracing.Records(), tracer: srv.Tracing.Tracer("shopmesh/gateway-loop"), trusted: cfg.TrustedProxies,
 		ups: map[*Upstream]*loopUpstream{}, tlsRoutes: map[*Route]bool{}, traceHeaders: srv.Tracing.Propagator.Fields(),
 		metricsHandler: promhttp.HandlerFor(srv.Registry, promhttp.HandlerOpts{}),
@@ -480,40 +481,65 @@ func (l *loop) run() error {
 	if err != nil {
 		return err
 	}
-	if err := l.epf.SetReadDeadline(time.Now().Add(loopTick)); err != nil {
+	if err := l.epf.SetReadDeadline(time.Now().Add(l.e.tick)); err != nil {
 		return fmt.Errorf("the loop's epoll descriptor is not in the runtime's poller: %w", err)
 	}
 	for !l.stopped {
-		n := 0
+		// After a round that took every ready event, the loop waits without looking again:
+		// the kernel tells an epoll set's watchers of every event added to it
+		// (ep_poll_callback), so one that came meanwhile has told the runtime's poller, and the
+		// wait returns at once. That saves an epoll_wait per wake-up. It holds only within one
+		// rc.Read: each call starts by forgetting what the poller said before it
+		// (pollDesc.prepareRead), so each starts with a look. A level-triggered descriptor
+		// still ready (the listener after a failed accept) may wait for the tick.
+		look := true
 		err := rc.Read(func(uintptr) bool {
-			n = l.readyEvents()
-			return n != 0
+			for {
+				if !look {
+					look = true
+					return false
+				}
+				n := l.readyEvents()
+				if n == 0 {
+					return false
+				}
+				l.now = time.Now()
+				l.handle(n)
+				if l.stopped || l.now.Sub(l.tick) >= l.e.tick {
+					return true
+				}
+				look = n == len(l.events) // more may be ready than the round could take
+			}
 		})
 		tick := errors.Is(err, os.ErrDeadlineExceeded)
 		if err != nil && !tick {
 			return err
 		}
 		l.now = time.Now()
-		for i := 0; i < n; i++ {
-			ev := l.events[i]
-			switch fd := int(ev.Fd); {
-			case fd == l.ln:
-				l.accept()
-			case fd == l.efd:
-				l.runPosted()
-			case fd < len(l.socks) && l.socks[fd] != nil:
-				l.socks[fd].event(l, ev.Events)
-			}
-		}
-		if tick || l.now.Sub(l.tick) >= loopTick {
+		if tick || l.now.Sub(l.tick) >= l.e.tick {
 			l.tick = l.now
 			l.timers()
-			if err := l.epf.SetReadDeadline(l.now.Add(loopTick)); err != nil {
+			if err := l.epf.SetReadDeadline(l.now.Add(l.e.tick)); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// handle serves the first n of l.events.
+func (l *loop) handle(n int) {
+	for i := 0; i < n; i++ {
+		ev := l.events[i]
+		switch fd := int(ev.Fd); {
+		case fd == l.ln:
+			l.accept()
+		case fd == l.efd:
+			l.runPosted()
+		case fd < len(l.socks) && l.socks[fd] != nil:
+			l.socks[fd].event(l, ev.Events)
+		}
+	}
 }
 
 // stopListening closes the listener: new connections go to the other replicas.

@@ -3,6 +3,7 @@
 package gateway
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -200,4 +202,67 @@ func TestLoopEngineRefusesATakenPort(t *testing.T) {
 	if r := webtest.Do(t, "GET", first+"/healthz", nil); r.Status != 200 {
 		t.Errorf("the first engine after the second's attempt: /healthz %d, want 200", r.Status)
 	}
+}
+
+// TestLoopEngineNeedsNoTickToSeeEvents: a loop parks without a last look when its round took
+// every ready event (loop.run), trusting the kernel to tell the runtime's poller of any event
+// that came meanwhile. With the timer tick an hour long, an event it failed to tell would stall
+// its request until the 5-second deadline below: keep-alive requests, new connections,
+// pipelined requests (their turn is posted through the eventfd), a token verified off the loop,
+// and an upload long enough that its connection yields to the others.
+func TestLoopEngineNeedsNoTickToSeeEvents(t *testing.T) {
+	up, _, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		_, _ = io.WriteString(w, r.URL.Path+" "+strconv.FormatInt(n, 10))
+	})
+	iss := jwtauthtest.Start(t)
+	file := filepath.Join(t.TempDir(), "routes.yaml")
+	routes := "routes:\n  - {name: open, prefix: /open, upstreams: [{url: " + up.URL + "}]}\n" +
+		"  - {name: auth, prefix: /auth, auth: required, upstreams: [{url: " + up.URL + "}]}\n"
+	if err := os.WriteFile(file, []byte(routes), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e, ctx, _ := newTestLoopEngine(t, map[string]string{"JWKS_URL": iss.JWKSURL, "ROUTES_FILE": file})
+	e.tick = time.Hour
+	if err := e.listen("127.0.0.1:0", 2); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- e.serve(ctx, 0, time.Second) }()
+	addr := e.addr.String()
+	dial := func() (net.Conn, *bufio.Reader) {
+		c, br := dialRaw(t, addr)
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second)) // a stalled request fails here, not after an hour
+		return c, br
+	}
+	want := func(what, got, want string) {
+		t.Helper()
+		if got != want {
+			t.Fatalf("%s: %q, want %q", what, got, want)
+		}
+	}
+
+	kept, keptBR := dial()
+	for i := range 30 {
+		send(t, kept, "GET /open/k HTTP/1.1\r\nHost: x\r\n\r\n")
+		want("keep-alive request "+strconv.Itoa(i), readBody(t, keptBR, "GET"), "/open/k 0")
+	}
+	for i := range 10 {
+		c, br := dial()
+		send(t, c, "GET /open/n HTTP/1.1\r\nHost: x\r\n\r\n")
+		want("request on new connection "+strconv.Itoa(i), readBody(t, br, "GET"), "/open/n 0")
+		c.Close()
+	}
+	send(t, kept, "GET /open/p1 HTTP/1.1\r\nHost: x\r\n\r\nGET /open/p2 HTTP/1.1\r\nHost: x\r\n\r\nGET /open/p3 HTTP/1.1\r\nHost: x\r\n\r\n")
+	for _, p := range []string{"/open/p1 0", "/open/p2 0", "/open/p3 0"} {
+		want("pipelined request", readBody(t, keptBR, "GET"), p)
+	}
+	send(t, kept, "GET /auth/t HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+iss.Token(t, "user-1", "customer")+"\r\n\r\n")
+	want("request with a token not yet cached", readBody(t, keptBR, "GET"), "/auth/t 0")
+	body := strings.Repeat("x", 4<<20)
+	go func() {
+		_, _ = io.WriteString(kept, "POST /open/u HTTP/1.1\r\nHost: x\r\nContent-Length: 4194304\r\n\r\n"+body)
+	}()
+	want("upload", readBody(t, keptBR, "POST"), "/open/u 4194304")
+	kept.Close()
 }
