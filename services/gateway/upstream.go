@@ -379,11 +379,22 @@ func (b *pooledBody) Close() error {
 	return nil
 }
 
+// writeWaitBeforeReuse bounds the wait for a request body's writer once its answer is in.
+const writeWaitBeforeReuse = 50 * time.Millisecond
+
 func (b *pooledBody) finish(reuse bool) {
 	if b.done {
 		return
 	}
 	b.done = true
+	if reuse && b.writer != nil && !b.writer.early {
+		// The whole answer is in, so the body has gone out unless the upstream answered before
+		// reading it all; its writer may only not have said so yet (a goroutine not yet run on
+		// a busy machine). Wait for it a little, as net/http does before reusing a connection
+		// (maxWriteWaitBeforeConnReuse in net/http/transport.go), rather than spend the
+		// connection.
+		b.writer.wait(writeWaitBeforeReuse)
+	}
 	if b.writer != nil && (b.writer.early || !b.writer.finished() || b.writer.err != nil) {
 		reuse = false // the body was not sent in full: the connection is spent
 	}

@@ -107,11 +107,10 @@ func TestUpstreamTransportSendsBodiesAndReusesTheConnection(t *testing.T) {
 			t.Fatalf("POST %d = %d bytes, %v; want the %d bytes sent back", i, len(got), err, len(body))
 		}
 	}
-	// A connection goes back to the pool when its body writer is done too; on a loaded machine
-	// that goroutine may not be when the next request starts, which then dials anew. Without
-	// reuse there would be 10.
-	if n := conns.Load(); n > 3 {
-		t.Errorf("10 sequential POSTs used %d connections, want them reused", n)
+	// A connection goes back to the pool when its body writer is done too, which the answer's
+	// end waits for: on a busy machine that goroutine may not have said so yet.
+	if n := conns.Load(); n != 1 {
+		t.Errorf("10 sequential POSTs used %d connections, want 1", n)
 	}
 }
 
