@@ -317,6 +317,7 @@ func (l *loop) start(c *clientConn) {
 		l.handOff(c, "tls_upstream")
 		return
 	}
+	l.hurry() // its deadlines need the short tick
 	ex := l.newExchange()
 	*ex = exchange{c: c, route: r, method: method, path: path, start: l.now, ctx: context.Background(),
 		reqBody: h.Body, reqLeft: h.Length, reqDone: h.Body == h1.NoBody, expect100: h.Expect100, clientClose: h.Close}

@@ -54,8 +54,11 @@ type loopEngine struct {
 	local   *LocalLimiter // the in-process limiter, decided in the loop; nil when Redis decides
 	timeout time.Duration // UPSTREAM_TIMEOUT: from the request's last byte to the response head
 	tick    time.Duration // how often a loop runs its timers; loopTick but in tests
-	traced  bool
-	tracer  trace.Tracer
+	// idleTick is how often a loop with no request in flight runs them: idle connections'
+	// timeouts need no finer steps, and an idle gateway then wakes once a second, not 40 times.
+	idleTick time.Duration
+	traced   bool
+	tracer   trace.Tracer
 	// traceHeaders are the propagator's fields: with tracing on, the gateway writes them anew.
 	traceHeaders   []string
 	metricsHandler http.Handler
@@ -103,6 +106,7 @@ const (
 	loopUpIdle      = 30 * time.Second // a pooled upstream connection
 	loopMaxIdleUp   = 256              // pooled connections per upstream per loop
 	loopTick        = 25 * time.Millisecond
+	loopIdleTick    = time.Second
 	loopResolve     = 10 * time.Second
 	loopAcceptPause = 100 * time.Millisecond
 )
@@ -117,7 +121,7 @@ func newLoopEngineWith(ctx context.Context, g *Gateway, srv *web.Server, cfg Con
 	if err != nil {
 		return nil, err
 	}
-	e := &loopEngine{g: g, srv: srv, fast: fast, fastSrv: fast.server(), logger: logger, timeout: cfg.UpstreamTimeout, tick: loopTick,
+	e := &loopEngine{g: g, srv: srv, fast: fast, fastSrv: fast.server(), logger: logger, timeout: cfg.UpstreamTimeout, tick: loopTick, idleTick: loopIdleTick,
 		traced: srv.Tracing.Records(), tracer: srv.Tracing.Tracer("shopmesh/gateway-loop"), trusted: cfg.TrustedProxies,
 		ups: map[*Upstream]*loopUpstream{}, tlsRoutes: map[*Route]bool{}, traceHeaders: srv.Tracing.Propagator.Fields(),
 		metricsHandler: promhttp.HandlerFor(srv.Registry, promhttp.HandlerOpts{}),
@@ -372,6 +376,8 @@ type loop struct {
 	events    []unix.EpollEvent
 	now       time.Time
 	tick      time.Time
+	slow      bool   // the poller's deadline is the idle tick's: a request must bring it nearer
+	ticks     int    // timer runs, for tests
 	date      []byte // "Date: …\r\n", made once a second
 	dateAt    int64
 	idle      [][]*upConn // per loopUpstream.index
@@ -518,8 +524,11 @@ func (l *loop) run() error {
 		l.now = time.Now()
 		if tick || l.now.Sub(l.tick) >= l.e.tick {
 			l.tick = l.now
-			l.timers()
-			if err := l.epf.SetReadDeadline(l.now.Add(l.e.tick)); err != nil {
+			next := l.e.tick
+			if l.slow = !l.timers(); l.slow {
+				next = max(l.e.idleTick, l.e.tick)
+			}
+			if err := l.epf.SetReadDeadline(l.now.Add(next)); err != nil {
 				return err
 			}
 		}
@@ -611,6 +620,7 @@ func (l *loop) accept() {
 				// readable, so accepting again at once would spin. Pause, as nginx does.
 				l.e.logger.Warn("accept failed; not accepting for a while", "error", err, "pause", loopAcceptPause)
 				l.acceptPaused = l.now
+				l.hurry()
 				_ = unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, l.ln, nil)
 			} else if !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.ECONNABORTED) && !errors.Is(err, unix.EINTR) {
 				l.e.logger.Warn("accept failed", "error", err)
@@ -725,19 +735,32 @@ func (l *loop) dateField() []byte {
 
 const timeFormatHTTP = "Mon, 02 Jan 2006 15:04:05 GMT"
 
+// hurry brings the next timer run within the short tick, for something that needs it: a
+// request (UPSTREAM_TIMEOUT, drains) or paused accepting.
+func (l *loop) hurry() {
+	if l.slow {
+		l.slow = false
+		_ = l.epf.SetReadDeadline(l.now.Add(l.e.tick))
+	}
+}
+
 // timers ends what has waited too long: response heads past UPSTREAM_TIMEOUT, idle client
 // and upstream connections, bodies drained for too long. A scan every loopTick costs less
-// than a timer per request.
-func (l *loop) timers() {
+// than a timer per request. It reports whether the next scan must come as soon: a request is
+// in flight, accepting is paused, or the loop is closing.
+func (l *loop) timers() bool {
+	l.ticks++
 	if !l.acceptPaused.IsZero() && l.now.Sub(l.acceptPaused) >= loopAcceptPause && l.ln >= 0 {
 		l.acceptPaused = time.Time{}
 		_ = unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, l.ln, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(l.ln)})
 	}
 	closing := l.ln < 0
+	busy := closing || !l.acceptPaused.IsZero()
 	for _, s := range l.socks {
 		switch x := s.(type) {
 		case *clientConn:
 			ex := x.ex
+			busy = busy || (ex != nil && !x.closed)
 			switch {
 			case ex == nil && (closing || l.now.Sub(x.last) > loopIdleTimeout) && len(x.out) == 0:
 				l.closeClient(x)
@@ -755,6 +778,7 @@ func (l *loop) timers() {
 			}
 		}
 	}
+	return busy
 }
 
 var errUpstreamTimeout = errors.New("upstream timeout")

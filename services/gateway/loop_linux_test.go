@@ -72,6 +72,18 @@ func newTestLoopEngine(t *testing.T, env map[string]string) (*loopEngine, contex
 	return e, ctx, cancel
 }
 
+// routesEnv is the environment of a gateway serving routes (a routes file's text), with a
+// token issuer for its JWKS_URL.
+func routesEnv(t *testing.T, routes string) (map[string]string, *jwtauthtest.TokenIssuer) {
+	t.Helper()
+	iss := jwtauthtest.Start(t)
+	file := filepath.Join(t.TempDir(), "routes.yaml")
+	if err := os.WriteFile(file, []byte(routes), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return map[string]string{"JWKS_URL": iss.JWKSURL, "ROUTES_FILE": file}, iss
+}
+
 // TestLoopEngineDrains: on shutdown the engine answers /readyz 503 and closes keep-alive
 // connections after their next answer while SHUTDOWN_DRAIN runs, lets a request in flight
 // finish, then stops listening.
@@ -83,12 +95,8 @@ func TestLoopEngineDrains(t *testing.T) {
 		}
 		_, _ = io.WriteString(w, "done")
 	})
-	iss := jwtauthtest.Start(t)
-	file := filepath.Join(t.TempDir(), "routes.yaml")
-	if err := os.WriteFile(file, []byte("routes:\n  - {name: up, prefix: /, upstreams: [{url: "+up.URL+"}]}\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	e, ctx, cancel := newTestLoopEngine(t, map[string]string{"JWKS_URL": iss.JWKSURL, "ROUTES_FILE": file})
+	env, _ := routesEnv(t, "routes:\n  - {name: up, prefix: /, upstreams: [{url: "+up.URL+"}]}\n")
+	e, ctx, cancel := newTestLoopEngine(t, env)
 	if err := e.listen("127.0.0.1:0", 2); err != nil {
 		t.Fatal(err)
 	}
@@ -155,13 +163,8 @@ func TestLoopEngineLooksUpOnDemand(t *testing.T) {
 		}
 		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
 	}
-	iss := jwtauthtest.Start(t)
-	file := filepath.Join(t.TempDir(), "routes.yaml")
-	routes := "routes:\n  - {name: named, prefix: /, upstreams: [{url: \"http://upstream.test:" + port + "\"}]}\n"
-	if err := os.WriteFile(file, []byte(routes), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	url := startLoopWith(t, map[string]string{"JWKS_URL": iss.JWKSURL, "ROUTES_FILE": file}, lookup) + "/x"
+	env, _ := routesEnv(t, "routes:\n  - {name: named, prefix: /, upstreams: [{url: \"http://upstream.test:"+port+"\"}]}\n")
+	url := startLoopWith(t, env, lookup) + "/x"
 	if n := lookups.Load(); n != 1 {
 		t.Fatalf("%d lookups at start, want 1", n)
 	}
@@ -215,15 +218,10 @@ func TestLoopEngineNeedsNoTickToSeeEvents(t *testing.T) {
 		n, _ := io.Copy(io.Discard, r.Body)
 		_, _ = io.WriteString(w, r.URL.Path+" "+strconv.FormatInt(n, 10))
 	})
-	iss := jwtauthtest.Start(t)
-	file := filepath.Join(t.TempDir(), "routes.yaml")
-	routes := "routes:\n  - {name: open, prefix: /open, upstreams: [{url: " + up.URL + "}]}\n" +
-		"  - {name: auth, prefix: /auth, auth: required, upstreams: [{url: " + up.URL + "}]}\n"
-	if err := os.WriteFile(file, []byte(routes), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	e, ctx, _ := newTestLoopEngine(t, map[string]string{"JWKS_URL": iss.JWKSURL, "ROUTES_FILE": file})
-	e.tick = time.Hour
+	env, iss := routesEnv(t, "routes:\n  - {name: open, prefix: /open, upstreams: [{url: "+up.URL+"}]}\n"+
+		"  - {name: auth, prefix: /auth, auth: required, upstreams: [{url: "+up.URL+"}]}\n")
+	e, ctx, _ := newTestLoopEngine(t, env)
+	e.tick, e.idleTick = time.Hour, time.Hour
 	if err := e.listen("127.0.0.1:0", 2); err != nil {
 		t.Fatal(err)
 	}
@@ -265,4 +263,55 @@ func TestLoopEngineNeedsNoTickToSeeEvents(t *testing.T) {
 	}()
 	want("upload", readBody(t, keptBR, "POST"), "/open/u 4194304")
 	kept.Close()
+}
+
+// TestLoopEngineIdlesQuietly: with no request in flight a loop runs its timers on the idle
+// tick, not every loopTick; the first request brings the short tick back (TestLoopEngine's
+// NoRetryAfterATimeout checks that its UPSTREAM_TIMEOUT still holds).
+func TestLoopEngineIdlesQuietly(t *testing.T) {
+	up, _, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") })
+	env, _ := routesEnv(t, "routes:\n  - {name: up, prefix: /, upstreams: [{url: "+up.URL+"}]}\n")
+	e, ctx, _ := newTestLoopEngine(t, env)
+	if err := e.listen("127.0.0.1:0", 2); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- e.serve(ctx, 0, time.Second) }()
+	if r := webtest.Do(t, "GET", "http://"+e.addr.String()+"/x", nil); r.Status != 200 {
+		t.Fatalf("GET = %d, want 200", r.Status)
+	}
+	// The counts are read in the loops, which own them. A read wakes a loop, which may then run
+	// its timers once.
+	state := func() (ticks int, idle bool) {
+		idle = true
+		for _, l := range e.loops {
+			got := make(chan [2]int)
+			l.post(func() {
+				slow := 0
+				if l.slow {
+					slow = 1
+				}
+				got <- [2]int{l.ticks, slow}
+			})
+			v := <-got
+			ticks, idle = ticks+v[0], idle && v[1] == 1
+		}
+		return ticks, idle
+	}
+	for start := time.Now(); ; time.Sleep(10 * time.Millisecond) { // the request's last short ticks
+		if _, idle := state(); idle {
+			break
+		}
+		if time.Since(start) > 5*time.Second {
+			t.Fatal("the loops did not go over to the idle tick within 5 s of the request")
+		}
+	}
+	before, _ := state()
+	time.Sleep(500 * time.Millisecond)
+	after, _ := state()
+	// Two loops on the idle tick (1 s) run their timers at most twice in 500 ms between them;
+	// on loopTick (25 ms) it would be about 40 times.
+	if n := after - before; n > 2 {
+		t.Errorf("the idle loops ran their timers %d times in 500 ms, want at most 2", n)
+	}
 }
