@@ -72,6 +72,24 @@ func newTestLoopEngine(t *testing.T, env map[string]string) (*loopEngine, contex
 	return e, ctx, cancel
 }
 
+// serveTestLoopEngine listens on loopback and serves e (from newTestLoopEngine) until the test
+// ends, then waits for it to stop; it returns the address.
+func serveTestLoopEngine(t *testing.T, e *loopEngine, ctx context.Context, cancel context.CancelFunc) string {
+	t.Helper()
+	if err := e.listen("127.0.0.1:0", 2); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- e.serve(ctx, 0, time.Second) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("loop engine: %v", err)
+		}
+	})
+	return e.addr.String()
+}
+
 // routesEnv is the environment of a gateway serving routes (a routes file's text), with a
 // token issuer for its JWKS_URL.
 func routesEnv(t *testing.T, routes string) (map[string]string, *jwtauthtest.TokenIssuer) {
@@ -220,14 +238,9 @@ func TestLoopEngineNeedsNoTickToSeeEvents(t *testing.T) {
 	})
 	env, iss := routesEnv(t, "routes:\n  - {name: open, prefix: /open, upstreams: [{url: "+up.URL+"}]}\n"+
 		"  - {name: auth, prefix: /auth, auth: required, upstreams: [{url: "+up.URL+"}]}\n")
-	e, ctx, _ := newTestLoopEngine(t, env)
+	e, ctx, cancel := newTestLoopEngine(t, env)
 	e.tick, e.idleTick = time.Hour, time.Hour
-	if err := e.listen("127.0.0.1:0", 2); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- e.serve(ctx, 0, time.Second) }()
-	addr := e.addr.String()
+	addr := serveTestLoopEngine(t, e, ctx, cancel)
 	dial := func() (net.Conn, *bufio.Reader) {
 		c, br := dialRaw(t, addr)
 		_ = c.SetDeadline(time.Now().Add(5 * time.Second)) // a stalled request fails here, not after an hour
@@ -271,13 +284,9 @@ func TestLoopEngineNeedsNoTickToSeeEvents(t *testing.T) {
 func TestLoopEngineIdlesQuietly(t *testing.T) {
 	up, _, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") })
 	env, _ := routesEnv(t, "routes:\n  - {name: up, prefix: /, upstreams: [{url: "+up.URL+"}]}\n")
-	e, ctx, _ := newTestLoopEngine(t, env)
-	if err := e.listen("127.0.0.1:0", 2); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- e.serve(ctx, 0, time.Second) }()
-	if r := webtest.Do(t, "GET", "http://"+e.addr.String()+"/x", nil); r.Status != 200 {
+	e, ctx, cancel := newTestLoopEngine(t, env)
+	addr := serveTestLoopEngine(t, e, ctx, cancel)
+	if r := webtest.Do(t, "GET", "http://"+addr+"/x", nil); r.Status != 200 {
 		t.Fatalf("GET = %d, want 200", r.Status)
 	}
 	// The counts are read in the loops, which own them. A read wakes a loop, which may then run
@@ -285,16 +294,14 @@ func TestLoopEngineIdlesQuietly(t *testing.T) {
 	state := func() (ticks int, idle bool) {
 		idle = true
 		for _, l := range e.loops {
-			got := make(chan [2]int)
-			l.post(func() {
-				slow := 0
-				if l.slow {
-					slow = 1
-				}
-				got <- [2]int{l.ticks, slow}
-			})
+			type seen struct {
+				ticks int
+				slow  bool
+			}
+			got := make(chan seen)
+			l.post(func() { got <- seen{l.ticks, l.slow} })
 			v := <-got
-			ticks, idle = ticks+v[0], idle && v[1] == 1
+			ticks, idle = ticks+v.ticks, idle && v.slow
 		}
 		return ticks, idle
 	}

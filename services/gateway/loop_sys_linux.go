@@ -32,11 +32,17 @@ func rawIO(trap uintptr, fd int, p []byte) (int, error) {
 }
 
 // readyEvents fills l.events with what is ready now, without waiting: the loop waits in the
-// runtime's poller instead (see run).
+// runtime's poller instead (see run). An error, which a descriptor of the loop's own does not
+// give, reads as nothing ready.
 func (l *loop) readyEvents() int {
-	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.ep), uintptr(unsafe.Pointer(&l.events[0])), uintptr(len(l.events)), 0, 0, 0)
-	if e != 0 {
-		return -1 // EINTR (not expected without a wait): look again before parking
+	for {
+		n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.ep), uintptr(unsafe.Pointer(&l.events[0])), uintptr(len(l.events)), 0, 0, 0)
+		switch e {
+		case 0:
+			return int(n)
+		case unix.EINTR: // not expected without a wait; look again
+			continue
+		}
+		return 0
 	}
-	return int(n)
 }
