@@ -33,39 +33,25 @@ func startLoop(t *testing.T, env map[string]string) string {
 // startLoopWith is startLoop with the resolver for upstreams named by host name.
 func startLoopWith(t *testing.T, env map[string]string, lookup lookupFunc) string {
 	t.Helper()
-	ts := newTestServer(t, env)
-	release := ts.release
-	ctx, cancel := context.WithCancel(context.Background())
-	e, err := newLoopEngineWith(ctx, ts.g, ts.srv, ts.cfg, ts.logger, lookup)
-	if err == nil {
-		err = e.listen("127.0.0.1:0", 2)
-	}
-	if err != nil {
-		cancel()
-		release()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- e.serve(ctx, 0, time.Second) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("loop engine: %v", err)
-		}
-		release()
-	})
-	return "http://" + e.addr.String()
+	e, ctx, cancel := newTestLoopEngineWith(t, env, lookup)
+	return "http://" + serveTestLoopEngine(t, e, ctx, cancel)
 }
 
 // newTestLoopEngine makes the engine on a test server, not listening yet; ctx is the engine's,
 // and the server and ctx end with the test.
 func newTestLoopEngine(t *testing.T, env map[string]string) (*loopEngine, context.Context, context.CancelFunc) {
 	t.Helper()
+	return newTestLoopEngineWith(t, env, net.DefaultResolver.LookupNetIP)
+}
+
+// newTestLoopEngineWith is newTestLoopEngine with the resolver for upstreams named by host name.
+func newTestLoopEngineWith(t *testing.T, env map[string]string, lookup lookupFunc) (*loopEngine, context.Context, context.CancelFunc) {
+	t.Helper()
 	ts := newTestServer(t, env)
 	t.Cleanup(ts.release)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	e, err := newLoopEngine(ctx, ts.g, ts.srv, ts.cfg, ts.logger)
+	e, err := newLoopEngineWith(ctx, ts.g, ts.srv, ts.cfg, ts.logger, lookup)
 	if err != nil {
 		t.Fatal(err)
 	}
