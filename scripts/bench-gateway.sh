@@ -22,14 +22,12 @@ if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
 fi
 
 echo "bench: building"
-go build -o "$work/" ./bench/upstream ./bench/load ./bench/plainproxy ./bench/fastplain ./bench/loopproxy ./bench/connmem ./cmd/gateway ./cmd/users
+go build -o "$work/" ./bench/upstream ./bench/load ./bench/plainproxy ./bench/loopproxy ./bench/connmem ./cmd/gateway ./cmd/users
 
 wait_for() { for _ in $(seq 1 100); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "bench: $1 never answered"; exit 1; }
 
 "$work/upstream" -addr 127.0.0.1:9001 & pids+=($!)
 "$work/plainproxy" -addr 127.0.0.1:9005 -upstream http://127.0.0.1:9001 2>/dev/null & pids+=($!)
-"$work/fastplain" -addr 127.0.0.1:9009 -upstream 127.0.0.1:9001 2>/dev/null & pids+=($!)
-"$work/fastplain" -addr 127.0.0.1:9010 -reject 2>/dev/null & pids+=($!)
 # The other design, event loops over epoll (bench/loopproxy): bare, with the headers the gateway
 # adds to every upstream request, and answering 429 with no work at all.
 "$work/loopproxy" -addr 127.0.0.1:9016 -upstream 127.0.0.1:9001 & pids+=($!)
@@ -86,10 +84,6 @@ ROUTES
 HTTP_ADDR=127.0.0.1:9003 LOG_LEVEL=warn ROUTES_FILE="$work/routes.yaml" \
   JWKS_URL=http://127.0.0.1:9004/.well-known/jwks.json "$work/gateway" >/dev/null & pids+=($!)
 gateway_pid=$!
-# The same gateway on its fasthttp engine (GATEWAY_ENGINE=fasthttp).
-HTTP_ADDR=127.0.0.1:9007 LOG_LEVEL=warn ROUTES_FILE="$work/routes.yaml" GATEWAY_ENGINE=fasthttp \
-  JWKS_URL=http://127.0.0.1:9004/.well-known/jwks.json "$work/gateway" >/dev/null & pids+=($!)
-fast_pid=$!
 # The same gateway on its event-loop engine (GATEWAY_ENGINE=loop).
 HTTP_ADDR=127.0.0.1:9019 LOG_LEVEL=warn ROUTES_FILE="$work/routes.yaml" GATEWAY_ENGINE=loop \
   JWKS_URL=http://127.0.0.1:9004/.well-known/jwks.json "$work/gateway" >/dev/null & pids+=($!)
@@ -101,13 +95,13 @@ HTTP_ADDR=127.0.0.1:9006 LOG_LEVEL=warn ROUTES_FILE="$work/routes.yaml" \
   JWKS_URL=http://127.0.0.1:9004/.well-known/jwks.json OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:9001 \
   OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.01 "$work/gateway" >/dev/null 2>&1 & pids+=($!)
 
-wait_for http://127.0.0.1:9001/ ; wait_for http://127.0.0.1:9002/ ; wait_for http://127.0.0.1:9011/ ; wait_for http://127.0.0.1:9005/ ; wait_for http://127.0.0.1:9009/ ; wait_for http://127.0.0.1:9016/ ; wait_for http://127.0.0.1:9018/ ; wait_for http://127.0.0.1:9003/healthz ; wait_for http://127.0.0.1:9006/healthz ; wait_for http://127.0.0.1:9007/healthz ; wait_for http://127.0.0.1:9019/healthz ; wait_for http://127.0.0.1:9004/healthz
+wait_for http://127.0.0.1:9001/ ; wait_for http://127.0.0.1:9002/ ; wait_for http://127.0.0.1:9011/ ; wait_for http://127.0.0.1:9005/ ; wait_for http://127.0.0.1:9016/ ; wait_for http://127.0.0.1:9018/ ; wait_for http://127.0.0.1:9003/healthz ; wait_for http://127.0.0.1:9006/healthz ; wait_for http://127.0.0.1:9019/healthz ; wait_for http://127.0.0.1:9004/healthz
 curl -fsS -o /dev/null -X POST http://127.0.0.1:9004/users -H 'Content-Type: application/json' \
   -d '{"email":"bench@example.com","password":"bench-password","name":"Bench"}'
 token=$(curl -fsS -X POST http://127.0.0.1:9004/users/login -H 'Content-Type: application/json' \
   -d '{"email":"bench@example.com","password":"bench-password"}' | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
 auth="Authorization: Bearer $token"
-for port in 9003 9007 9019; do
+for port in 9003 9019; do
   curl -fsS -o /dev/null -H "$auth" "http://127.0.0.1:$port/bench/" || { echo "bench: the gateway on $port refused the token"; exit 1; }
 done
 
@@ -133,7 +127,7 @@ echo
 echo "throughput: wrk -t$THREADS -c$CONNS -d$DURATION, 127.0.0.1, $(nproc) cores shared by load and servers"
 echo "(the machine's speed drifts between runs: the targets alternate and ratios are taken per round)"
 printf '%-10s %12s %10s %10s %10s\n' target req/s p50 p99 non-2xx
-gn="" gd="" pn="" tg="" fn="" bn="" ln="" lh="" en="" eg=""
+gn="" gd="" pn="" tg="" ln="" lh="" en="" eg=""
 # rps_<target> are set by wrk_run through eval.
 # shellcheck disable=SC2154
 for _ in $(seq 1 "$ROUNDS"); do
@@ -142,17 +136,13 @@ for _ in $(seq 1 "$ROUNDS"); do
   wrk_run nginxgw http://127.0.0.1:9011/bench/x
   wrk_run gateway http://127.0.0.1:9003/bench/x
   wrk_run plain   http://127.0.0.1:9005/bench/x
-  wrk_run fast    http://127.0.0.1:9007/bench/x
   wrk_run engine  http://127.0.0.1:9019/bench/x
-  wrk_run bare    http://127.0.0.1:9009/bench/x
   wrk_run loop    http://127.0.0.1:9016/bench/x
   wrk_run looph   http://127.0.0.1:9018/bench/x
   ln="$ln $(awk -v f="$rps_loop" -v n="$rps_nginx" 'BEGIN {printf "%.3f", f/n}')"
   lh="$lh $(awk -v f="$rps_looph" -v n="$rps_nginx" 'BEGIN {printf "%.3f", f/n}')"
   en="$en $(awk -v f="$rps_engine" -v n="$rps_nginx" 'BEGIN {printf "%.3f", f/n}')"
   eg="$eg $(awk -v f="$rps_engine" -v n="$rps_nginxgw" 'BEGIN {printf "%.3f", f/n}')"
-  fn="$fn $(awk -v f="$rps_fast" -v n="$rps_nginx" 'BEGIN {printf "%.3f", f/n}')"
-  bn="$bn $(awk -v f="$rps_bare" -v n="$rps_nginx" 'BEGIN {printf "%.3f", f/n}')"
   wrk_run traced  http://127.0.0.1:9006/bench/x
   tg="$tg $(awk -v t="$rps_traced" -v g="$rps_gateway" 'BEGIN {printf "%.3f", t/g}')"
   gn="$gn $(awk -v g="$rps_gateway" -v n="$rps_nginx" 'BEGIN {printf "%.3f", g/n}')"
@@ -165,8 +155,6 @@ echo "gateway/direct per round:$gd   median $(echo "$gd" | median)"
 echo "plain/nginx    per round:$pn   median $(echo "$pn" | median)   (a bare httputil.ReverseProxy, for scale)"
 echo "loopgw/nginx   per round:$en   median $(echo "$en" | median)   (the event-loop engine, GATEWAY_ENGINE=loop; target >= 0.80)"
 echo "loopgw/nginxgw per round:$eg   median $(echo "$eg" | median)   (the same against nginx doing the gateway's header work and a limit check)"
-echo "fast/nginx     per round:$fn   median $(echo "$fn" | median)   (the fasthttp engine; target >= 0.80)"
-echo "bare/nginx     per round:$bn   median $(echo "$bn" | median)   (a bare fasthttp proxy, for scale)"
 echo "loop/nginx     per round:$ln   median $(echo "$ln" | median)   (bare event loops over epoll, bench/loopproxy)"
 echo "looph/nginx    per round:$lh   median $(echo "$lh" | median)   (the same, adding the gateway's upstream headers)"
 echo "traced/gateway per round:$tg   median $(echo "$tg" | median)   (tracing on, 1 % sampled, against off)"
@@ -174,16 +162,16 @@ echo
 echo "latency at a fixed $RATE req/s (open loop, bench/load; $ROUNDS rounds; p50 in us)"
 echo "(the targets take turns every 100 ms within each round, so that each has the same share of"
 echo " whatever else the machine does; the added p50 over direct is taken per round)"
-targets="direct nginx nginxgw gateway fast engine bare loop looph traced"
+targets="direct nginx nginxgw gateway engine loop looph traced"
 declare -A added
 for _ in $(seq 1 "$ROUNDS"); do
   args=()
   for t in $targets; do
-    case $t in direct) port=9001 ;; nginx) port=9002 ;; nginxgw) port=9011 ;; gateway) port=9003 ;; fast) port=9007 ;;
-      engine) port=9019 ;; bare) port=9009 ;; loop) port=9016 ;; looph) port=9018 ;; traced) port=9006 ;; esac
+    case $t in direct) port=9001 ;; nginx) port=9002 ;; nginxgw) port=9011 ;; gateway) port=9003 ;;
+      engine) port=9019 ;; loop) port=9016 ;; looph) port=9018 ;; traced) port=9006 ;; esac
     args+=(--target "$t=http://127.0.0.1:$port/bench/x")
   done
-  # A round lasts DURATION x 2: each of the ten targets has a fifth of DURATION of it.
+  # A round lasts DURATION x 2: each of the eight targets has a quarter of DURATION of it.
   secs=$(awk -v d="${DURATION%s}" 'BEGIN {print d * 2}')
   out=$("$work/load" "${args[@]}" --rate "$RATE" --duration "${secs}s" --turn 100ms --header "$auth")
   echo "$out"
@@ -203,14 +191,11 @@ echo " what the upstream headers alone cost a proxy that does nothing else)"
 echo
 echo "rejections: the same token over a 1 req/s limit (every answer after the first is 429)"
 wrk_run flood http://127.0.0.1:9003/flood/x
-wrk_run fastflood http://127.0.0.1:9007/flood/x
 wrk_run engineflood http://127.0.0.1:9019/flood/x
 wrk_run nginxflood http://127.0.0.1:9002/flood/x
-wrk_run barereject http://127.0.0.1:9010/flood/x   # fasthttp answering 429 with no work at all: its ceiling here
 wrk_run loopreject http://127.0.0.1:9017/flood/x   # event loops answering 429 with no work at all
 
 echo
 echo "memory: resident set growth of each gateway process (bench/connmem)"
 "$work/connmem" --proxy 127.0.0.1:9003 --pid "$gateway_pid" --label gateway --header "$auth"
-"$work/connmem" --proxy 127.0.0.1:9007 --pid "$fast_pid" --label fast --header "$auth"
 "$work/connmem" --proxy 127.0.0.1:9019 --pid "$loop_pid" --label loop --header "$auth"

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"net/http"
 	"net/netip"
+	"strconv"
+	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
 
@@ -65,4 +68,108 @@ func isTrusted(a netip.Addr, trusted []netip.Prefix) bool {
 		}
 	}
 	return false
+}
+
+// hopByHop are the fields of one connection, never passed on (RFC 9110 §7.6.1), with those
+// the Connection field names. The framing fields are the gateway's to write anew.
+var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Upgrade"}
+
+func anyEqualFold(k []byte, names []string) bool {
+	for _, n := range names {
+		if len(n) == len(k) && bytes.EqualFold(k, []byte(n)) {
+			return true
+		}
+	}
+	return false
+}
+
+// methodName is the request's method as a string that may be kept (metric labels keep it):
+// a constant for the standard methods, a copy otherwise.
+func methodName(m []byte) string {
+	for _, known := range standardMethods {
+		if string(m) == known { // no allocation: the compiler compares in place
+			return known
+		}
+	}
+	return string(m)
+}
+
+var standardMethods = []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodHead, http.MethodPatch, http.MethodOptions}
+
+// appendProblem appends a problem's JSON: the fields of web.Problem the gateway uses, in its
+// order, empty ones left out as its omitempty tags do.
+func appendProblem(b []byte, status int, detail, instance, requestID string) []byte {
+	return appendProblemTail(appendProblemHead(b, status, detail), instance, requestID)
+}
+
+// appendProblemHead appends a problem's JSON up to its detail: the part a rate limit's 429s
+// share, made once per policy.
+func appendProblemHead(b []byte, status int, detail string) []byte {
+	b = append(b, `{"type":"about:blank","title":`...)
+	b = appendJSONString(b, http.StatusText(status))
+	b = append(b, `,"status":`...)
+	b = strconv.AppendInt(b, int64(status), 10)
+	if detail != "" {
+		b = append(b, `,"detail":`...)
+		b = appendJSONString(b, detail)
+	}
+	return b
+}
+
+// appendProblemTail appends the rest of a problem's JSON after appendProblemHead.
+func appendProblemTail(b []byte, instance, requestID string) []byte {
+	for _, f := range [...]struct{ key, value string }{{"instance", instance}, {"request_id", requestID}} {
+		if f.value != "" {
+			b = append(b, ',', '"')
+			b = append(b, f.key...)
+			b = append(b, '"', ':')
+			b = appendJSONString(b, f.value)
+		}
+	}
+	return append(b, '}')
+}
+
+// appendJSONString appends s as a JSON string: quotes, backslashes and control characters
+// escaped, invalid UTF-8 replaced by U+FFFD, as encoding/json does.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\':
+				b = append(b, '\\', c)
+			case c < 0x20:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			default:
+				b = append(b, c)
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, `\ufffd`...)
+		} else {
+			b = append(b, s[i:i+size]...)
+		}
+		i += size
+	}
+	return append(b, '"')
+}
+
+// newRequestID is 32 random alphanumerics, as echo's RequestID middleware makes them. An id
+// correlates log lines; it guards nothing, so the runtime's fast generator does.
+func newRequestID() string {
+	const letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+	var b [32]byte
+	for i := 0; i < len(b); i += 8 {
+		r := mrand.Uint64()
+		for j := 0; j < 8; j++ {
+			b[i+j] = letters[r%uint64(len(letters))]
+			r >>= 8
+		}
+	}
+	return string(b[:])
 }

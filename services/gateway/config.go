@@ -30,7 +30,7 @@ type Config struct {
 	AWSRegion       string         // AWS_REGION: for REDIS_AUTH=iam
 	FailOpen        bool           // RATE_LIMIT_FAIL_OPEN: without Redis, limit locally (true) or refuse (false)
 	PprofAddr       string         // PPROF_ADDR: serve net/http/pprof here (keep it on loopback); empty: off
-	Engine          string         // GATEWAY_ENGINE: nethttp (default), fasthttp, or loop (event loops over epoll, Linux)
+	Engine          string         // GATEWAY_ENGINE: nethttp (default) or loop (event loops over epoll, Linux)
 	Loops           int            // GATEWAY_LOOPS: event loops of the loop engine; 0: one per GOMAXPROCS
 	LoginLimit      RateLimit      // LOGIN_RATE, LOGIN_BURST: POST /users/login per client address (built-in routes)
 	SignupLimit     RateLimit      // SIGNUP_RATE, SIGNUP_BURST: POST /users per client address (built-in routes)
@@ -82,9 +82,9 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	}
 	c.TLS.CheckURL(r, "JWKS_URL", c.Auth.JWKSURL)
 	switch c.Engine {
-	case "nethttp", "fasthttp", "loop":
+	case "nethttp", "loop":
 	default:
-		r.Fail("GATEWAY_ENGINE", "must be nethttp, fasthttp or loop, got %q", c.Engine)
+		r.Fail("GATEWAY_ENGINE", "must be loop or nethttp, got %q (the fasthttp engine was removed: it framed requests otherwise than the other two)", c.Engine)
 	}
 	if c.Loops < 0 || c.Loops > 256 {
 		r.Fail("GATEWAY_LOOPS", "must be 0 (one loop per GOMAXPROCS) to 256, got %d", c.Loops)

@@ -13,7 +13,7 @@ import (
 
 // TestHTTPEdges: what a proxy must get right where HTTP/1.1 is subtle, on both engines.
 func TestHTTPEdges(t *testing.T) {
-	for _, engine := range []string{"nethttp", "fasthttp", "loop"} {
+	for _, engine := range []string{"nethttp", "loop"} {
 		t.Run(engine, func(t *testing.T) { testHTTPEdges(t, engine) })
 	}
 }

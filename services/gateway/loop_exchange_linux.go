@@ -144,6 +144,11 @@ func (l *loop) serveClient(c *clientConn) {
 			}
 			n := l.readInto(c.fd, &c.in, &c.readable, c.hup)
 			if n < 0 {
+				if c.ex == nil && len(c.out) > 0 {
+					c.closeAfter = true // the last answer still goes out; flushClient closes after it
+					l.flushClient(c)
+					return
+				}
 				l.closeClient(c) // the client closed or failed; an exchange in flight ends with it
 				return
 			}
@@ -199,12 +204,16 @@ func (l *loop) advanceClient(c *clientConn) {
 				c.in = nil
 				return
 			}
-			ok, err := h1.ParseRequest(c.in, loopHeadLimit, &c.head)
+			ok, err := h1.ParseRequest(c.in, headLimit, &c.head)
 			if err != nil {
-				l.badRequest(c, err)
+				l.refuse(c, parseRefusal(err))
 				return
 			}
 			if !ok {
+				return
+			}
+			if r := checkRequest(&c.head); r != nil {
+				l.refuse(c, r)
 				return
 			}
 			l.start(c)
@@ -216,7 +225,15 @@ func (l *loop) advanceClient(c *clientConn) {
 		if !ex.discard && (ex.u == nil || len(ex.u.out) >= loopMaxPending) {
 			return
 		}
-		n, done, err := takeBody(ex.reqBody, &ex.reqLeft, &ex.reqChunks, c.in)
+		var n int
+		var done bool
+		var err error
+		if ex.reqBody == h1.Chunked && !ex.discard {
+			// The chunks go on coded by the gateway: no extensions, no trailers.
+			ex.u.out, n, done, err = ex.reqChunks.Reframe(ex.u.out, c.in)
+		} else {
+			n, done, err = takeBody(ex.reqBody, &ex.reqLeft, &ex.reqChunks, c.in)
+		}
 		if err != nil {
 			// A chunked body that breaks the coding: the message's end cannot be found, so the
 			// connection cannot carry another.
@@ -228,7 +245,7 @@ func (l *loop) advanceClient(c *clientConn) {
 				l.closeUp(ex.u)
 			}
 			ex.reqDone = true
-			l.answer(ex, http.StatusBadRequest, "malformed chunked request body", "")
+			l.answer(ex, errBadChunks.status, errBadChunks.detail, "")
 			c.closeAfter = true
 			return
 		}
@@ -238,7 +255,7 @@ func (l *loop) advanceClient(c *clientConn) {
 				c.closeAfter = true // too much to drain: the connection closes instead
 				ex.reqDone = true
 			}
-		} else {
+		} else if ex.reqBody != h1.Chunked {
 			ex.u.out = append(ex.u.out, c.in[:n]...)
 		}
 		c.consume(n)
@@ -266,19 +283,12 @@ func takeBody(kind h1.Body, left *int64, chunks *h1.Chunks, b []byte) (int, bool
 	return 0, true, nil
 }
 
-// badRequest answers a request whose head could not be read, and closes: where it ends is
-// unknown.
-func (l *loop) badRequest(c *clientConn, err error) {
-	status, detail := http.StatusBadRequest, "malformed request: "+err.Error()
-	switch {
-	case errors.Is(err, h1.ErrTooLarge):
-		status, detail = http.StatusRequestHeaderFieldsTooLarge, fmt.Sprintf("the request's header section is over %d KiB", loopHeadLimit>>10)
-	case errors.Is(err, h1.ErrVersion):
-		status, detail = http.StatusHTTPVersionNotSupported, "only HTTP/1.0 and HTTP/1.1 are served"
-	}
+// refuse answers a request the gateway does not pass on (framing.go), and closes: where it
+// ends, or what follows it, is not certain.
+func (l *loop) refuse(c *clientConn, r *refusal) {
 	id := newRequestID()
-	l.scratch = appendProblem(l.scratch[:0], status, detail, "", id)
-	c.out = appendResponse(c.out, l.dateField(), status, web.MIMEProblemJSON, id, limitAnswer{}, "", true, l.scratch)
+	l.scratch = appendProblem(l.scratch[:0], r.status, r.detail, "", id)
+	c.out = appendResponse(c.out, l.dateField(), r.status, web.MIMEProblemJSON, id, limitAnswer{}, "", true, l.scratch)
 	c.in = c.in[:0]
 	c.closeAfter = true
 }
@@ -290,9 +300,6 @@ func (l *loop) start(c *clientConn) {
 	switch {
 	case h.Minor == 0:
 		l.handOff(c, "http10")
-		return
-	case h.Upgrade && h.Body != h1.NoBody:
-		l.handOff(c, "upgrade_with_body")
 		return
 	case target[0] != '/':
 		l.handOff(c, "path")
@@ -317,6 +324,14 @@ func (l *loop) start(c *clientConn) {
 		l.handOff(c, "tls_upstream")
 		return
 	}
+	upgrade := ""
+	if h.Upgrade {
+		upgrade = allowedUpgrade(r, h.Get("Upgrade"))
+	}
+	if upgrade != "" && h.Body != h1.NoBody {
+		l.handOff(c, "upgrade_with_body")
+		return
+	}
 	l.hurry() // its deadlines need the short tick
 	ex := l.newExchange()
 	*ex = exchange{c: c, route: r, method: method, path: path, start: l.now, ctx: context.Background(),
@@ -324,9 +339,7 @@ func (l *loop) start(c *clientConn) {
 	if len(query) > 0 {
 		ex.query = string(query)
 	}
-	if h.Upgrade {
-		ex.upgrade = string(h.Get("Upgrade"))
-	}
+	ex.upgrade = upgrade
 	c.ex = ex
 	if id := h.Get("X-Request-Id"); len(id) > 0 && len(id) <= 128 {
 		ex.id = string(id)
@@ -364,7 +377,7 @@ func plainPath(p []byte) bool {
 	return true
 }
 
-// isBuiltIn: the gateway's own endpoints, as the fasthttp engine has them (/openapi.json for
+// isBuiltIn: the gateway's own endpoints, as the net/http engine has them (/openapi.json for
 // GET only; other methods there are routed).
 func isBuiltIn(p, method string) bool {
 	switch p {
@@ -994,8 +1007,10 @@ func (l *loop) finish(ex *exchange, status int) {
 		if ex.clientClose || l.e.draining.Load() {
 			c.closeAfter = true
 		}
-		if len(c.in) > 0 && !c.closeAfter && !c.closed {
+		if (len(c.in) > 0 || c.readable) && !c.closeAfter && !c.closed {
 			// A pipelined request waits: its turn comes on the loop, whoever finished this one.
+			// So do bytes, or the client's FIN, whose edge came while the request was in flight
+			// and the connection was not read: edges come once.
 			l.post(func() { l.serveClient(c) })
 		}
 	}
@@ -1178,11 +1193,11 @@ func namedIn(name []byte, named [][]byte) bool {
 	return false
 }
 
-// Request fields the gateway sets itself, or that end at it: hop-by-hop fields (framing
-// fields excepted: the body passes on coded as it came), Expect, the identity fields only
-// the gateway may set, and those it writes anew.
-var requestDropped = append(append([]string{"Host", "Expect", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Request-Id"},
-	identityHeaders...), hopByHop...)
+// Request fields the gateway sets itself, or that end at it: hop-by-hop fields, the framing
+// fields (the gateway frames what it sends), Expect, and those it writes anew. The identity
+// fields only the gateway may set are dropped by isIdentityField.
+var requestDropped = append([]string{"Host", "Expect", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Request-Id",
+	"Content-Length", "Transfer-Encoding"}, hopByHop...)
 
 // Response fields dropped: hop-by-hop ones, and the request id the gateway sets.
 var responseDropped = append([]string{"X-Request-Id"}, hopByHop...)
@@ -1233,7 +1248,7 @@ func (l *loop) upstreamHead(ex *exchange, b []byte) []byte {
 		case len(f.Name) == len("Host") && bytes.EqualFold(f.Name, []byte("Host")):
 			host = f.Value
 			continue
-		case anyEqualFold(f.Name, requestDropped) || anyEqualFold(f.Name, r.Request.Remove) || namedIn(f.Name, named):
+		case anyEqualFold(f.Name, requestDropped) || anyEqualFold(f.Name, r.Request.Remove) || namedIn(f.Name, named) || isIdentityField(f.Name):
 			continue
 		case l.e.traced && anyEqualFold(f.Name, l.e.traceHeaders):
 			continue
@@ -1265,6 +1280,15 @@ func (l *loop) upstreamHead(ex *exchange, b []byte) []byte {
 		b = appendFieldString(b, HeaderUserRoles, strings.Join(ex.claims.Roles, ","))
 	}
 	b = appendFieldString(b, "X-Request-Id", ex.id)
+	// The framing is the gateway's own: what it read, said anew.
+	switch h.Body {
+	case h1.Length:
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, h.Length, 10)
+		b = append(b, "\r\n"...)
+	case h1.Chunked:
+		b = append(b, "Transfer-Encoding: chunked\r\n"...)
+	}
 	if ex.upgrade != "" { // hop-by-hop, but the one hop it asks for is the upstream's
 		b = append(b, "Connection: Upgrade\r\n"...)
 		b = appendFieldString(b, "Upgrade", ex.upgrade)
@@ -1313,7 +1337,7 @@ func (l *loop) closeClient(c *clientConn) {
 		}
 		status := ex.status
 		if !ex.respHead {
-			status = 499 // the client went away first, as nginx records it
+			status = statusClientClosed // the client went away first, as nginx records it
 		}
 		c.ex = nil
 		l.finish(ex, status)

@@ -21,7 +21,7 @@ import (
 // TestLoopEngineHTTP: what the event-loop engine does with HTTP/1.1 itself, on raw
 // connections, where net/http used to do it: pipelining, Expect, large bodies both ways with
 // backpressure, bodies delimited by the connection's close, message framing it must refuse,
-// connection reuse, and the requests it hands to the fasthttp engine.
+// connection reuse, and the requests it hands to the net/http engine.
 func TestLoopEngineHTTP(t *testing.T) {
 	big := bytes.Repeat([]byte("0123456789abcdef"), (8<<20)/16) // 8 MiB
 	var keepAliveConns sync.Map                                 // the upstream connections that served "?keepalive" requests
@@ -192,16 +192,18 @@ routes:
 		}
 	})
 
-	t.Run("what the loop hands to the fasthttp engine", func(t *testing.T) {
+	t.Run("what the loop hands to the net/http engine", func(t *testing.T) {
 		for _, tc := range []struct {
 			raw, want string
 			status    int
 		}{
 			{"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", `"ok"`, 200},
 			{"GET /echo?v=10 HTTP/1.0\r\n\r\n", "GET /echo?v=10 len=0", 200},
-			// Routes are chosen on the cleaned, decoded path, as the upstream reads it.
-			{"GET /public/../private/x HTTP/1.1\r\nHost: x\r\n\r\n", "", 401},
-			{"GET /public/%2e%2e/private/x HTTP/1.1\r\nHost: x\r\n\r\n", "", 401},
+			// Routes are chosen on the decoded path; one with dot segments, which an upstream
+			// may resolve to a path of another route, is refused.
+			{"GET /public/../private/x HTTP/1.1\r\nHost: x\r\n\r\n", "dot segments", 400},
+			{"GET /public/%2e%2e/private/x HTTP/1.1\r\nHost: x\r\n\r\n", "dot segments", 400},
+			{"GET /private/%78 HTTP/1.1\r\nHost: x\r\n\r\n", "", 401},
 			{"GET /%65cho?v=11 HTTP/1.1\r\nHost: x\r\n\r\n", "GET /echo?v=11", 200},
 		} {
 			c, br := dialRaw(t, addr)
@@ -319,4 +321,48 @@ func readBody(t *testing.T, br *bufio.Reader, method string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestLoopEngineReadsWhatCameDuringARequest: bytes that arrive while a request is in flight,
+// when the loop does not read the connection, are read once it is answered: a pipelined
+// request sent late is answered, and a client that closed its side has its connection closed
+// after its answer, not at the idle timeout.
+func TestLoopEngineReadsWhatCameDuringARequest(t *testing.T) {
+	up := tcpUpstream(t, func(c net.Conn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			time.Sleep(50 * time.Millisecond) // the next bytes come meanwhile
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(req.URL.Path), req.URL.Path)
+		}
+	})
+	f := startGateway(t, "routes:\n  - {name: a, prefix: /, upstreams: [{url: "+up+"}]}\n", map[string]string{"GATEWAY_ENGINE": "loop"})
+	addr := strings.TrimPrefix(f.url, "http://")
+
+	c, br := dialRaw(t, addr)
+	send(t, c, "GET /one HTTP/1.1\r\nHost: x\r\n\r\n")
+	time.Sleep(10 * time.Millisecond)
+	send(t, c, "GET /two HTTP/1.1\r\nHost: x\r\n\r\n")
+	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	for _, want := range []string{"/one", "/two"} {
+		if got := readBody(t, br, "GET"); got != want {
+			t.Fatalf("answer %q, want %q", got, want)
+		}
+	}
+
+	c, br = dialRaw(t, addr)
+	send(t, c, "GET /three HTTP/1.1\r\nHost: x\r\n\r\n")
+	time.Sleep(10 * time.Millisecond)
+	_ = c.(*net.TCPConn).CloseWrite()
+	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if got := readBody(t, br, "GET"); got != "/three" {
+		t.Fatalf("answer %q, want /three", got)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("after the answer to a client that closed its side: %v, want the connection closed", err)
+	}
 }

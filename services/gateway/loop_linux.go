@@ -20,7 +20,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/valyala/fasthttp"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sys/unix"
 
@@ -33,23 +32,25 @@ import (
 // no deadline timer: the loop reads it into a buffer, frames it with package h1, routes,
 // authenticates and limits it in place, writes the rewritten head and the body as they come to
 // a pooled upstream connection, and passes the response back the same way. Measured with
-// bench/loopproxy, this design and not net/http's or fasthttp's reaches nginx's throughput here.
+// bench/loopproxy, this design and not net/http's reaches nginx's throughput here.
 //
 // Work that may block never runs in a loop: a token not yet in the cache is verified (and the
 // JWKS fetched), and a shared limit decided in Redis, by a goroutine that posts the rest of the
 // request back to its loop through an eventfd. What the loop does not do itself it hands over
 // whole: the connection is taken out of the loop, with the bytes already read, and served by
-// the fasthttp engine from then on. That is routes with https upstreams (mutual TLS needs crypto/tls, which
-// wants a net.Conn), HTTP/1.0 clients, upgrade requests with a body, and request targets that
-// are not plain origin-form paths (percent-encoded, dot segments, double slashes): the fasthttp
-// engine decodes and cleans those before routing, and a route must never be chosen on a path
-// its upstream reads otherwise. Protocol upgrades (WebSocket) stay in the loop: after the
-// upstream's 101 it carries bytes both ways, unread.
+// the net/http engine from then on, through the same framing guard as its own connections
+// (guard.go). That is routes with https upstreams (mutual TLS needs crypto/tls, which wants a
+// net.Conn), HTTP/1.0 clients, upgrade requests with a body, and request targets that are not
+// plain origin-form paths (percent-encoded, dot segments, double slashes, absolute form): the
+// net/http engine decodes those before routing, and refuses dot segments, since a route must
+// never be chosen on a path its upstream reads otherwise. Protocol upgrades (WebSocket) stay
+// in the loop: after the upstream's 101 it carries bytes both ways, unread.
 type loopEngine struct {
-	g       *Gateway
-	srv     *web.Server
-	fast    *fastEngine // serves the connections handed over
-	fastSrv *fasthttp.Server
+	g      *Gateway
+	srv    *web.Server
+	handed *handoffListener // the connections handed over, served by handSrv
+	// handSrv is the net/http engine's server for the connections handed over.
+	handSrv *http.Server
 	logger  *slog.Logger
 	local   *LocalLimiter // the in-process limiter, decided in the loop; nil when Redis decides
 	timeout time.Duration // UPSTREAM_TIMEOUT: from the request's last byte to the response head
@@ -65,13 +66,12 @@ type loopEngine struct {
 	handoffs       *prometheus.CounterVec // gateway_loop_handoffs_total, by reason
 	trusted        []netip.Prefix
 	ups            map[*Upstream]*loopUpstream
-	tlsRoutes      map[*Route]bool // routes with an https upstream: their connections go to the fasthttp engine
+	tlsRoutes      map[*Route]bool // routes with an https upstream: their connections go to the net/http engine
 	loops          []*loop
 	addr           net.Addr
 
 	draining atomic.Bool
 	clients  atomic.Int64 // client connections open in the loops
-	handed   sync.WaitGroup
 }
 
 // loopUpstream is one upstream address as the loops dial it; each loop keeps its own pool.
@@ -80,7 +80,7 @@ type loopUpstream struct {
 	addr   string // host:port, as metrics label it
 	host   string // the Host header upstream
 	path   string // the target URL's path without its trailing slash
-	tls    bool   // https: served by the fasthttp engine
+	tls    bool   // https: served by the net/http engine
 	budget *retryBudget
 	up     prometheus.Gauge
 	// sockaddrs are the address's IPs: fixed for an IP literal, refreshed from DNS otherwise.
@@ -98,7 +98,6 @@ var errUnresolved = errors.New("the upstream's address is not resolved yet")
 
 // Limits of the loop engine.
 const (
-	loopHeadLimit   = 16 << 10 // the largest request header section accepted, as the fasthttp engine's
 	loopRespLimit   = 64 << 10 // the largest response header section passed on
 	loopBufSize     = 32 << 10 // a connection's read buffer, held only while it has bytes in it
 	loopMaxPending  = 256 << 10
@@ -117,17 +116,13 @@ func newLoopEngine(ctx context.Context, g *Gateway, srv *web.Server, cfg Config,
 
 // newLoopEngineWith is newLoopEngine with the resolver for upstreams named by host name.
 func newLoopEngineWith(ctx context.Context, g *Gateway, srv *web.Server, cfg Config, logger *slog.Logger, lookup lookupFunc) (*loopEngine, error) {
-	fast, err := newFastEngine(g, srv, cfg, logger)
-	if err != nil {
-		return nil, err
-	}
-	e := &loopEngine{g: g, srv: srv, fast: fast, fastSrv: fast.server(), logger: logger, timeout: cfg.UpstreamTimeout, tick: loopTick, idleTick: loopIdleTick,
+	e := &loopEngine{g: g, srv: srv, handed: newHandoffListener(), handSrv: srv.HTTPServer(), logger: logger, timeout: cfg.UpstreamTimeout, tick: loopTick, idleTick: loopIdleTick,
 		traced: srv.Tracing.Records(), tracer: srv.Tracing.Tracer("shopmesh/gateway-loop"), trusted: cfg.TrustedProxies,
 		ups: map[*Upstream]*loopUpstream{}, tlsRoutes: map[*Route]bool{}, traceHeaders: srv.Tracing.Propagator.Fields(),
 		metricsHandler: promhttp.HandlerFor(srv.Registry, promhttp.HandlerOpts{}),
 		handoffs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gateway_loop_handoffs_total",
-			Help: "Client connections the event loops handed to the fasthttp engine, by reason: tls_upstream, http10, upgrade_with_body, path.",
+			Help: "Client connections the event loops handed to the net/http engine, by reason: tls_upstream, http10, upgrade_with_body, path.",
 		}, []string{"reason"})}
 	if err := srv.Registry.Register(e.handoffs); err != nil {
 		return nil, fmt.Errorf("loop engine metrics: %w", err)
@@ -326,6 +321,7 @@ func (e *loopEngine) closeLoops() {
 // get grace to finish, and what is still open after it is closed.
 func (e *loopEngine) serve(ctx context.Context, drain, grace time.Duration) error {
 	errc := make(chan error, len(e.loops))
+	go func() { _ = e.handSrv.Serve(e.handed) }() // ends with Shutdown below
 	var running sync.WaitGroup
 	for _, l := range e.loops {
 		running.Add(1)
@@ -339,7 +335,7 @@ func (e *loopEngine) serve(ctx context.Context, drain, grace time.Duration) erro
 	case <-ctx.Done():
 	}
 	e.draining.Store(true)
-	e.fast.draining.Store(true)
+	e.srv.Drain()
 	if err == nil && drain > 0 {
 		time.Sleep(drain)
 	}
@@ -349,8 +345,8 @@ func (e *loopEngine) serve(ctx context.Context, drain, grace time.Duration) erro
 	deadline := time.Now().Add(grace)
 	sctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
-	fastDone := make(chan error, 1)
-	go func() { fastDone <- e.fastSrv.ShutdownWithContext(sctx) }()
+	handDone := make(chan error, 1)
+	go func() { handDone <- e.handSrv.Shutdown(sctx) }()
 	for e.clients.Load() > 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -359,8 +355,8 @@ func (e *loopEngine) serve(ctx context.Context, drain, grace time.Duration) erro
 	}
 	running.Wait()
 	e.closeLoops()
-	if ferr := <-fastDone; ferr != nil && err == nil {
-		err = fmt.Errorf("graceful shutdown: %w", ferr)
+	if herr := <-handDone; herr != nil && err == nil {
+		err = fmt.Errorf("graceful shutdown: %w", herr)
 	}
 	return err
 }
@@ -783,7 +779,7 @@ func (l *loop) timers() bool {
 
 var errUpstreamTimeout = errors.New("upstream timeout")
 
-// handOff takes c out of the loop and serves it with the fasthttp engine from its current
+// handOff takes c out of the loop and serves it with the net/http engine from its current
 // request on, the bytes already read first.
 func (l *loop) handOff(c *clientConn, reason string) {
 	l.e.handoffs.WithLabelValues(reason).Inc()
@@ -799,36 +795,65 @@ func (l *loop) handOff(c *clientConn, reason string) {
 	nc, err := net.FileConn(f) // a duplicate, in the runtime's poller
 	_ = f.Close()
 	if err != nil {
-		l.e.logger.Warn("handing a connection to the fasthttp engine failed", "error", err)
+		l.e.logger.Warn("handing a connection to the net/http engine failed", "error", err)
 		return
 	}
-	l.e.handed.Add(1)
-	go func() {
-		defer l.e.handed.Done()
-		if len(out) > 0 {
+	if len(out) > 0 { // what the loop still had to write goes first; rare, and small
+		go func() {
 			if _, err := nc.Write(out); err != nil {
 				nc.Close()
 				return
 			}
+			l.e.handed.hand(l.e.g.guard.conn(nc, pending))
+		}()
+		return
+	}
+	l.e.handed.hand(l.e.g.guard.conn(nc, pending))
+}
+
+// handoffListener is the listener the net/http engine's server accepts the handed-over
+// connections from.
+type handoffListener struct {
+	conns  chan net.Conn
+	done   chan struct{}
+	closed sync.Once
+}
+
+func newHandoffListener() *handoffListener {
+	return &handoffListener{conns: make(chan net.Conn), done: make(chan struct{})}
+}
+
+// hand gives c to the server, or closes it when the listener is closed.
+func (l *handoffListener) hand(c net.Conn) {
+	go func() {
+		select {
+		case l.conns <- c:
+		case <-l.done:
+			c.Close()
 		}
-		_ = l.e.fastSrv.ServeConn(&replayConn{Conn: nc, pending: pending})
 	}()
 }
 
-// replayConn reads pending before the connection's own bytes.
-type replayConn struct {
-	net.Conn
-	pending []byte
+func (l *handoffListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
 }
 
-func (c *replayConn) Read(p []byte) (int, error) {
-	if len(c.pending) > 0 {
-		n := copy(p, c.pending)
-		c.pending = c.pending[n:]
-		return n, nil
-	}
-	return c.Conn.Read(p)
+func (l *handoffListener) Close() error {
+	l.closed.Do(func() { close(l.done) })
+	return nil
 }
+
+func (l *handoffListener) Addr() net.Addr { return handoffAddr{} }
+
+type handoffAddr struct{}
+
+func (handoffAddr) Network() string { return "handoff" }
+func (handoffAddr) String() string  { return "handoff" }
 
 // runLoop serves the event-loop engine on HTTP_ADDR until ctx is done.
 func runLoop(ctx context.Context, cfg Config, logger *slog.Logger) error {

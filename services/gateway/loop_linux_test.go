@@ -25,13 +25,13 @@ import (
 )
 
 // startLoop runs the event-loop engine, as Run does, on loopback until the test ends.
-func startLoop(t *testing.T, env map[string]string) string {
+func startLoop(t testing.TB, env map[string]string) string {
 	t.Helper()
 	return startLoopWith(t, env, net.DefaultResolver.LookupNetIP)
 }
 
 // startLoopWith is startLoop with the resolver for upstreams named by host name.
-func startLoopWith(t *testing.T, env map[string]string, lookup lookupFunc) string {
+func startLoopWith(t testing.TB, env map[string]string, lookup lookupFunc) string {
 	t.Helper()
 	e, ctx, cancel := newTestLoopEngineWith(t, env, lookup)
 	return "http://" + serveTestLoopEngine(t, e, ctx, cancel)
@@ -45,7 +45,7 @@ func newTestLoopEngine(t *testing.T, env map[string]string) (*loopEngine, contex
 }
 
 // newTestLoopEngineWith is newTestLoopEngine with the resolver for upstreams named by host name.
-func newTestLoopEngineWith(t *testing.T, env map[string]string, lookup lookupFunc) (*loopEngine, context.Context, context.CancelFunc) {
+func newTestLoopEngineWith(t testing.TB, env map[string]string, lookup lookupFunc) (*loopEngine, context.Context, context.CancelFunc) {
 	t.Helper()
 	ts := newTestServer(t, env)
 	t.Cleanup(ts.release)
@@ -60,7 +60,7 @@ func newTestLoopEngineWith(t *testing.T, env map[string]string, lookup lookupFun
 
 // serveTestLoopEngine listens on loopback and serves e (from newTestLoopEngine) until the test
 // ends, then waits for it to stop; it returns the address.
-func serveTestLoopEngine(t *testing.T, e *loopEngine, ctx context.Context, cancel context.CancelFunc) string {
+func serveTestLoopEngine(t testing.TB, e *loopEngine, ctx context.Context, cancel context.CancelFunc) string {
 	t.Helper()
 	if err := e.listen("127.0.0.1:0", 2); err != nil {
 		t.Fatal(err)

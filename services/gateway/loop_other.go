@@ -10,5 +10,5 @@ import (
 
 // runLoop: the event-loop engine is built on Linux's epoll.
 func runLoop(context.Context, Config, *slog.Logger) error {
-	return errors.New("GATEWAY_ENGINE=loop needs Linux (epoll); use fasthttp or nethttp here")
+	return errors.New("GATEWAY_ENGINE=loop needs Linux (epoll); use nethttp here")
 }

@@ -17,13 +17,13 @@ func TestPublicDocument(t *testing.T) {
 	iss := jwtauthtest.Start(t)
 	env := map[string]string{"JWKS_URL": iss.JWKSURL}
 	var docs [][]byte
-	for _, engine := range []string{"nethttp", "fasthttp"} {
+	for _, engine := range []string{"nethttp", "loop"} {
 		env["GATEWAY_ENGINE"] = engine
 		var base string
-		if engine == "fasthttp" {
-			base = startFast(t, env)
+		if engine == "loop" {
+			base = startLoop(t, env)
 		} else {
-			base = webtest.Start(t, env, LoadConfig, NewServer).URL
+			base = startNetHTTP(t, env)
 		}
 		r := webtest.Do(t, http.MethodGet, base+"/openapi.json", nil)
 		if r.Status != http.StatusOK || !strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {

@@ -49,9 +49,10 @@ type Gateway struct {
 	limitErr  map[string]error  // the 429 error per policy, shared: never changed once made
 	limitHead map[string][]byte // the 429's problem JSON up to its detail, per policy
 	document  []byte            // the public API's OpenAPI document, served at /openapi.json
-	// upstreams is the net/http engine's client; the fasthttp engine dials TLS upstreams
-	// through its dialer, which checks each upstream's workload identity.
+	// upstreams is the net/http engine's client; the event loops hand connections whose
+	// route has an https upstream to that engine.
 	upstreams *upstreamTransport
+	guard     *guard // reads the net/http engine's connections (guard.go)
 }
 
 type ctxKey struct{}
@@ -65,6 +66,7 @@ type forward struct {
 	start     time.Time
 	w         http.ResponseWriter
 	in        *http.Request
+	upgrade   string // the protocol the route lets this request switch to, or ""
 }
 
 // handle serves every request the gateway does not answer itself.
@@ -76,8 +78,26 @@ func (g *Gateway) handle(c echo.Context) error {
 		return fault.New(fault.ErrNotFound, fmt.Sprintf("no route for %s %s", req.Method, req.URL.Path))
 	}
 	c.Set(web.RouteKey, route.Name) // metrics, logs and spans by route name, not echo's "/*"
-	for _, h := range identityHeaders {
-		req.Header.Del(h)
+	if dotSegments(req.URL.Path) {
+		writeRefusal(c.Response(), refuse(http.StatusBadRequest, "a path with dot segments (. or ..): send the path they resolve to"))
+		return nil
+	}
+	for name := range req.Header {
+		if isIdentityField([]byte(name)) {
+			delete(req.Header, name)
+		}
+	}
+	// An upgrade the route does not list is ignored: the request goes on as plain HTTP/1.1.
+	// One it lists closes the connection unless the switch happens: the framing guard has
+	// stopped reading the connection's bytes (guard.go, afterBody).
+	upgrade := ""
+	if hasToken(req.Header["Connection"], "upgrade") && req.Header.Get("Upgrade") != "" {
+		upgrade = allowedUpgrade(route, []byte(req.Header.Get("Upgrade")))
+	}
+	if upgrade == "" {
+		req.Header.Del("Upgrade")
+	} else {
+		c.Response().Header().Set(echo.HeaderConnection, "close")
 	}
 
 	claims, err := g.authenticate(req.Context(), req.Header.Get(echo.HeaderAuthorization), route)
@@ -93,7 +113,7 @@ func (g *Gateway) handle(c echo.Context) error {
 
 	// The request id middleware put the caller's id, or a new one, on the response only.
 	f := &forward{route: route, upstream: g.choose(route), claims: claims, start: time.Now(),
-		requestID: c.Response().Header().Get(echo.HeaderXRequestID), w: c.Response(), in: req}
+		requestID: c.Response().Header().Get(echo.HeaderXRequestID), w: c.Response(), in: req, upgrade: upgrade}
 	g.proxy.ServeHTTP(c.Response(), req.WithContext(context.WithValue(req.Context(), ctxKey{}, f)))
 	return nil
 }
@@ -216,6 +236,7 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.URL.Path = strings.TrimSuffix(target.Path, "/") + path
 	pr.Out.URL.RawPath = ""
 	pr.Out.Host = target.Host
+	pr.Out.Trailer = nil // a request's trailer fields end at the gateway
 	pr.SetXForwarded()
 	for _, h := range f.route.Request.Remove {
 		pr.Out.Header.Del(h)
@@ -236,6 +257,9 @@ func (g *Gateway) modifyResponse(resp *http.Response) error {
 	if b, ok := resp.Body.(*pooledBody); ok && b.answeredEarly() {
 		drainRequestBody(f, b.writer)
 	}
+	if f.upgrade != "" && resp.StatusCode == http.StatusSwitchingProtocols {
+		f.w.Header().Del(echo.HeaderConnection) // switched: the tunnel's Connection is the 101's own
+	}
 	resp.Header.Del(echo.HeaderXRequestID) // the gateway's own is already on the response
 	for _, h := range f.route.Response.Remove {
 		resp.Header.Del(h)
@@ -245,6 +269,9 @@ func (g *Gateway) modifyResponse(resp *http.Response) error {
 	}
 	return nil
 }
+
+// statusClientClosed records an exchange whose client left before its answer (nginx's 499).
+const statusClientClosed = 499
 
 // Bounds on reading what is left of a client's request body after the upstream refused it.
 const (
@@ -276,13 +303,26 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		name = f.route.Name
 		g.metrics.route(name).upstreamErrors.Inc()
 	}
+	if broken := brokenBody(r.Context()); broken != nil {
+		writeRefusal(w, broken) // the client's chunked body broke the coding: the upstream got an aborted request
+		return
+	}
 	var ne net.Error
 	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
 		web.WriteProblem(w, r, http.StatusGatewayTimeout, "the upstream of route "+name+" did not answer in time")
 		return
 	}
 	if errors.Is(err, context.Canceled) {
-		return // the client went away
+		// The client went away, or closed its side before the body it declared had come:
+		// there is no answer to give it, and the handler must not end with net/http's implicit
+		// 200. Recorded as 499, as the event loops and nginx record it, and closed.
+		if resp, ok := w.(*echo.Response); ok {
+			resp.Status = statusClientClosed
+		}
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			conn.Close()
+		}
+		return
 	}
 	g.logger.WarnContext(r.Context(), "upstream failed", "route", name, "error", err)
 	web.WriteProblem(w, r, http.StatusBadGateway, "the upstream of route "+name+" is unavailable; retry later")

@@ -11,6 +11,7 @@ import (
 // against the route table.
 func addRoutes(e *echo.Echo, g *Gateway) {
 	e.GET("/openapi.json", web.Document(g.document))
+	e.GET(g.guard.path, g.guard.refused) // the framing guard's refusals, at a path no client knows
 	e.Any("/*", g.handle)
 	e.Any("/", g.handle)
 }

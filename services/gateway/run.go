@@ -21,35 +21,13 @@ import (
 
 // Run starts the gateway and serves until ctx is done.
 func Run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
-	if cfg, err := LoadConfig(getenv); err == nil && cfg.Engine != "nethttp" {
+	if cfg, err := LoadConfig(getenv); err == nil && cfg.Engine == "loop" {
 		if len(args) > 1 {
 			return fmt.Errorf("gateway takes no arguments; configure it with environment variables (see README)")
 		}
-		logger := web.NewLogger(stdout, cfg.HTTP.LogLevel, "gateway")
-		if cfg.Engine == "loop" {
-			return runLoop(ctx, cfg, logger)
-		}
-		return runFast(ctx, cfg, logger)
+		return runLoop(ctx, cfg, web.NewLogger(stdout, cfg.HTTP.LogLevel, "gateway"))
 	}
 	return web.Run(ctx, args, getenv, stdout, "gateway", LoadConfig, func(c Config) web.Config { return c.HTTP }, NewServer)
-}
-
-// runFast serves the fasthttp engine on HTTP_ADDR until ctx is done.
-func runFast(ctx context.Context, cfg Config, logger *slog.Logger) error {
-	srv, g, release, err := newServer(ctx, cfg, logger)
-	if err != nil {
-		return err
-	}
-	defer release()
-	e, err := newFastEngine(g, srv, cfg, logger)
-	if err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", cfg.HTTP.Addr) // PPROF_ADDR, when set, is served by newServer
-	if err != nil {
-		return fmt.Errorf("listen on %s (HTTP_ADDR): %w", cfg.HTTP.Addr, err)
-	}
-	return e.serveFast(ctx, ln, cfg.HTTP.ShutdownDrain, cfg.HTTP.ShutdownTimeout)
 }
 
 // NewServer builds the gateway from cfg; call the returned func to release it.
@@ -69,7 +47,9 @@ func newServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Serve
 		}
 		table = t
 	}
-	srv := web.New(cfg.HTTP, logger, web.Proxy())
+	// Every connection net/http serves is read through the framing guard (guard.go).
+	guard := newGuard(table)
+	srv := web.New(cfg.HTTP, logger, web.Proxy(), web.WithConns(web.Conns{Wrap: guard.listener, Context: connContext}))
 	// Client addresses come from the connection unless a trusted proxy forwarded the request;
 	// otherwise anyone could pick their own rate-limit key with X-Forwarded-For.
 	srv.Echo.IPExtractor = echo.ExtractIPDirect()
@@ -157,6 +137,7 @@ func newServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Serve
 		limitMsg:  map[string]string{},
 		limitErr:  map[string]error{},
 		limitHead: map[string][]byte{},
+		guard:     guard,
 	}
 	g.upstreams = upstreams
 	upstreams.onRetry = func(upstream, outcome string) { g.metrics.upstreamRetries.WithLabelValues(upstream, outcome).Inc() }

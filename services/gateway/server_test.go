@@ -48,7 +48,7 @@ type gatewayFixture struct {
 }
 
 // startGateway runs the real gateway with the route file given (%s is replaced by upstream).
-func startGateway(t *testing.T, routes string, env map[string]string) gatewayFixture {
+func startGateway(t testing.TB, routes string, env map[string]string) gatewayFixture {
 	t.Helper()
 	iss := jwtauthtest.Start(t)
 	file := filepath.Join(t.TempDir(), "routes.yaml")
@@ -62,17 +62,13 @@ func startGateway(t *testing.T, routes string, env map[string]string) gatewayFix
 	if engine := os.Getenv(testEngineVar); engine != "" {
 		all["GATEWAY_ENGINE"] = engine
 	}
-	switch all["GATEWAY_ENGINE"] {
-	case "fasthttp":
-		return gatewayFixture{url: startFast(t, all), issuer: iss}
-	case "loop":
+	if all["GATEWAY_ENGINE"] == "loop" {
 		return gatewayFixture{url: startLoop(t, all), issuer: iss}
 	}
-	ts := webtest.Start(t, all, LoadConfig, NewServer)
-	return gatewayFixture{url: ts.URL, issuer: iss}
+	return gatewayFixture{url: startNetHTTP(t, all), issuer: iss}
 }
 
-// testEngineVar makes startGateway run another engine (TestFastEngine and TestLoopEngine set it).
+// testEngineVar makes startGateway run another engine (TestLoopEngine sets it).
 const testEngineVar = "GATEWAY_TEST_ENGINE"
 
 // testServer is what Run builds before it serves an engine, from env.
@@ -84,7 +80,7 @@ type testServer struct {
 	release func()
 }
 
-func newTestServer(t *testing.T, env map[string]string) testServer {
+func newTestServer(t testing.TB, env map[string]string) testServer {
 	t.Helper()
 	cfg, err := LoadConfig(func(k string) string { return env[k] })
 	if err != nil {
@@ -98,24 +94,23 @@ func newTestServer(t *testing.T, env map[string]string) testServer {
 	return testServer{cfg: cfg, logger: logger, srv: srv, g: g, release: release}
 }
 
-// startFast runs the fasthttp engine, as Run does, on loopback until the test ends.
-func startFast(t *testing.T, env map[string]string) string {
+// startNetHTTP runs the net/http engine as Run does (web.Server.Serve: its connections read
+// through the framing guard) on loopback until the test ends.
+func startNetHTTP(t testing.TB, env map[string]string) string {
 	t.Helper()
-	ts := newTestServer(t, env)
-	release := ts.release
-	e, err := newFastEngine(ts.g, ts.srv, ts.cfg, ts.logger)
-	if err != nil {
-		release()
-		t.Fatal(err)
+	if _, ok := env["SHUTDOWN_TIMEOUT"]; !ok {
+		env["SHUTDOWN_TIMEOUT"] = "1s" // a test's tunnels and slow clients need not be waited for
 	}
+	ts := newTestServer(t, env)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
+		ts.release()
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- e.serveFast(ctx, ln, 0, time.Second) }()
-	t.Cleanup(func() { cancel(); <-done; release() })
+	go func() { done <- ts.srv.Serve(ctx, ln) }()
+	t.Cleanup(func() { cancel(); <-done; ts.release() })
 	return "http://" + ln.Addr().String()
 }
 
@@ -301,7 +296,7 @@ func flakyUpstream(t *testing.T) (string, *atomic.Int32) {
 
 // tcpUpstream serves each accepted connection with handle, in its own goroutine, until the
 // test ends; it returns the upstream's URL.
-func tcpUpstream(t *testing.T, handle func(net.Conn)) string {
+func tcpUpstream(t testing.TB, handle func(net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

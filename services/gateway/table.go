@@ -59,6 +59,10 @@ type Route struct {
 	RateLimit     string  `yaml:"rate_limit"`
 	Request       Headers `yaml:"request_headers"`
 	Response      Headers `yaml:"response_headers"`
+	// Upgrades are the protocols a client may switch this route's connections to (Upgrade,
+	// RFC 9110 §7.8), such as websocket. Any other Upgrade is ignored: the request goes on as
+	// plain HTTP/1.1. h2c is never allowed: its tunnel would carry requests the gateway never reads.
+	Upgrades []string `yaml:"upgrades"`
 
 	line int
 }
@@ -219,6 +223,14 @@ func (t *Table) validate() error {
 			case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions:
 			default:
 				return fail("unknown method %q", m)
+			}
+		}
+		for _, p := range r.Upgrades {
+			switch {
+			case strings.EqualFold(p, "h2c"):
+				return fail("upgrades: h2c cannot be allowed: the gateway would stop reading the requests its tunnel carries")
+			case !validToken(p):
+				return fail("upgrades: %q is not a protocol name (a token such as websocket)", p)
 			}
 		}
 		if r.RewritePrefix != nil && !strings.HasPrefix(*r.RewritePrefix, "/") {

@@ -38,7 +38,7 @@ func testUpgrades(t *testing.T, engine string) {
 		_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
 		_, _ = io.Copy(c, br) // the new protocol: everything back
 	})
-	f := startGateway(t, fmt.Sprintf("routes:\n  - {name: up, prefix: /, upstreams: [{url: %s}]}\n", up), map[string]string{"GATEWAY_ENGINE": engine})
+	f := startGateway(t, fmt.Sprintf("routes:\n  - {name: up, prefix: /, upgrades: [echo], upstreams: [{url: %s}]}\n", up), map[string]string{"GATEWAY_ENGINE": engine})
 	addr := strings.TrimPrefix(f.url, "http://")
 
 	c, br := dialRaw(t, addr)

@@ -178,13 +178,21 @@ func (t *upstreamTransport) exchange(req *http.Request, pc *upstreamConn, key st
 	} else {
 		// Written alongside the read: the upstream may answer before it has read it all.
 		written = make(chan error, 1)
+		body := &readWatch{ReadCloser: req.Body}
+		out := *req // the caller's request is not changed (http.RoundTripper)
+		out.Body = body
 		go func() {
-			err := req.Write(pc.bw)
+			err := out.Write(pc.bw)
 			if err == nil {
 				err = pc.bw.Flush()
 			}
 			if err == nil {
 				deadline.arm()
+			}
+			if body.err != nil {
+				// The client's body failed (it broke its coding, or the client went): the
+				// upstream must see an aborted request, not wait for the rest.
+				pc.Close()
 			}
 			written <- err
 		}()
@@ -207,6 +215,20 @@ func (t *upstreamTransport) exchange(req *http.Request, pc *upstreamConn, key st
 	}
 	resp.Body = body
 	return resp, nil
+}
+
+// readWatch remembers a read error of the request body other than its end.
+type readWatch struct {
+	io.ReadCloser
+	err error
+}
+
+func (r *readWatch) Read(p []byte) (int, error) {
+	n, err := r.ReadCloser.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) {
+		r.err = err
+	}
+	return n, err
 }
 
 // bodyWriter is the result of the goroutine that writes a request body.

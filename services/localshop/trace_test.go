@@ -93,7 +93,7 @@ func (r *otlpReceiver) find(match func(receivedSpan) bool) (receivedSpan, bool) 
 // and the next service's server span under it, and the three services' log lines for it carry
 // its trace id.
 func TestOneTracePerOrder(t *testing.T) {
-	for _, engine := range []string{"nethttp", "fasthttp", "loop"} {
+	for _, engine := range []string{"nethttp", "loop"} {
 		t.Run(engine, func(t *testing.T) { testOneTracePerOrder(t, engine) })
 	}
 }
@@ -103,7 +103,7 @@ func testOneTracePerOrder(t *testing.T, engine string) {
 	env := map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_BSP_SCHEDULE_DELAY": "50", "GATEWAY_GATEWAY_ENGINE": engine}
 	if engine == "loop" {
 		// Plain HTTP between the services, as behind a mesh: the loop engine serves https
-		// upstreams through the fasthttp engine, so only this way do its own spans show.
+		// upstreams through the net/http engine, so only this way do its own spans show.
 		env["TLS_MODE"] = "off"
 	}
 	s := startShop(t, env)

@@ -66,7 +66,7 @@ type Config struct {
 	LoginBurst          int
 	SignupPerMinute     int
 	SignupBurst         int
-	GatewayEngine       string // the gateway's GATEWAY_ENGINE: loop, fasthttp or nethttp
+	GatewayEngine       string // the gateway's GATEWAY_ENGINE: loop or nethttp
 	LogRetentionDays    int
 	// Alarms go to a topic that mails AlarmEmails; the thresholds are per stack.
 	AlarmEmails               []string
@@ -266,7 +266,7 @@ func (c Config) Validate() error {
 	bad(c.OrdersThrottleRate > 0 && c.OrdersThrottleBurst > 0, "ordersThrottleRate and ordersThrottleBurst must be positive")
 	bad(c.LoginPerMinute > 0 && c.LoginBurst > 0, "loginPerMinute and loginBurst must be positive")
 	bad(c.SignupPerMinute > 0 && c.SignupBurst > 0, "signupPerMinute and signupBurst must be positive")
-	bad(slices.Contains([]string{"loop", "fasthttp", "nethttp"}, c.GatewayEngine), "gatewayEngine must be loop, fasthttp or nethttp, got %q", c.GatewayEngine)
+	bad(slices.Contains([]string{"loop", "nethttp"}, c.GatewayEngine), "gatewayEngine must be loop or nethttp, got %q", c.GatewayEngine)
 	bad(slices.Contains(cloudWatchRetention, c.LogRetentionDays), "logRetentionDays must be one CloudWatch accepts (1, 3, 5, 7, 14, 30, 60, 90, …), got %d", c.LogRetentionDays)
 	bad(c.Alarm5xxPercent >= 1 && c.Alarm5xxPercent <= 100, "alarm5xxPercent must be 1 to 100, got %d", c.Alarm5xxPercent)
 	bad(c.AlarmLatencyP99Ms >= 1, "alarmLatencyP99Ms must be positive, got %d", c.AlarmLatencyP99Ms)

@@ -462,7 +462,7 @@ func TestConfigValidation(t *testing.T) {
 		{"CIDRs without a public endpoint", func(c *Config) { c.PublicAccessCidrs = []string{"198.18.7.10/32"} }, "endpointPublicAccess is false"},
 		{"public access to a private-only endpoint", func(c *Config) { c.KubeApiAccess = "public" }, "nothing outside the VPC could reach the API"},
 		{"unknown access", func(c *Config) { c.KubeApiAccess = "vpn" }, "kubeApiAccess must be"},
-		{"gateway engine", func(c *Config) { c.GatewayEngine = "nginx" }, "gatewayEngine must be loop, fasthttp or nethttp"},
+		{"gateway engine", func(c *Config) { c.GatewayEngine = "nginx" }, "gatewayEngine must be loop or nethttp"},
 		{"tunnel port", func(c *Config) { c.ApiTunnelPort = 443 }, "apiTunnelPort"},
 		{"no image for the workloads", func(c *Config) { c.ImageTag = "" }, "imageTag is not set"},
 		{"OIDC ownership", func(c *Config) { c.GithubOidcProvider = "" }, "githubOidcProvider"},

@@ -1,6 +1,9 @@
 package h1
 
-import "errors"
+import (
+	"errors"
+	"strconv"
+)
 
 // ErrChunk is a chunked body that does not follow RFC 9112 §7.1.
 var ErrChunk = errors.New("malformed chunked body")
@@ -40,6 +43,20 @@ const maxChunkLine = 4096
 // b, or fewer when the body ended inside b (done). Bytes after the end belong to the next
 // message.
 func (c *Chunks) Scan(b []byte) (n int, done bool, err error) {
+	_, n, done, err = c.scan(nil, b, false)
+	return n, done, err
+}
+
+// Reframe is Scan that also appends to dst the body as the chunked coding's plainest form
+// says it: each chunk's size in hex without leading zeros, no extensions, no trailer fields,
+// the last chunk and the final CRLF. What a proxy passes on is then framed by its own hand:
+// nothing of the client's size lines, extensions or trailers reaches the next reader.
+func (c *Chunks) Reframe(dst, b []byte) ([]byte, int, bool, error) {
+	return c.scan(dst, b, true)
+}
+
+func (c *Chunks) scan(dst, b []byte, out bool) ([]byte, int, bool, error) {
+	n := 0
 	for n < len(b) {
 		ch := b[n]
 		switch c.state {
@@ -47,11 +64,11 @@ func (c *Chunks) Scan(b []byte) (n int, done bool, err error) {
 			switch v := unhex(ch); {
 			case v >= 0:
 				if c.digits == 15 { // 2^60 bytes: more than anyone sends
-					return n, false, ErrChunk
+					return dst, n, false, ErrChunk
 				}
 				c.size, c.digits = c.size<<4|int64(v), c.digits+1
 			case c.digits == 0:
-				return n, false, ErrChunk
+				return dst, n, false, ErrChunk
 			case ch == ';':
 				c.state, c.lineLen = chunkExt, 0
 			case ch == ' ' || ch == '\t':
@@ -59,7 +76,7 @@ func (c *Chunks) Scan(b []byte) (n int, done bool, err error) {
 			case ch == '\r':
 				c.state = chunkSizeLF
 			default:
-				return n, false, ErrChunk
+				return dst, n, false, ErrChunk
 			}
 		case chunkSizeWS:
 			// Whitespace may end a size line. RFC 9112 §7.1.1 also allows it before an
@@ -70,31 +87,38 @@ func (c *Chunks) Scan(b []byte) (n int, done bool, err error) {
 			case '\r':
 				c.state = chunkSizeLF
 			default:
-				return n, false, ErrChunk
+				return dst, n, false, ErrChunk
 			}
 		case chunkExt:
 			switch {
 			case ch == '\r':
 				c.state = chunkSizeLF
 			case ch == '\n' || ch == 0 || ch == 0x7f:
-				return n, false, ErrChunk
+				return dst, n, false, ErrChunk
 			default:
 				if c.lineLen++; c.lineLen > maxChunkLine {
-					return n, false, ErrChunk
+					return dst, n, false, ErrChunk
 				}
 			}
 		case chunkSizeLF:
 			if ch != '\n' {
-				return n, false, ErrChunk
+				return dst, n, false, ErrChunk
 			}
 			c.digits = 0
 			if c.size == 0 {
 				c.state = trailerStart
 			} else {
 				c.state = chunkData
+				if out {
+					dst = strconv.AppendInt(dst, c.size, 16)
+					dst = append(dst, '\r', '\n')
+				}
 			}
 		case chunkData:
 			take := min(int64(len(b)-n), c.size)
+			if out {
+				dst = append(dst, b[n:n+int(take)]...)
+			}
 			c.size -= take
 			n += int(take)
 			if c.size == 0 {
@@ -103,14 +127,17 @@ func (c *Chunks) Scan(b []byte) (n int, done bool, err error) {
 			continue
 		case chunkDataCR:
 			if ch != '\r' {
-				return n, false, ErrChunk
+				return dst, n, false, ErrChunk
 			}
 			c.state = chunkDataLF
 		case chunkDataLF:
 			if ch != '\n' {
-				return n, false, ErrChunk
+				return dst, n, false, ErrChunk
 			}
 			c.state = chunkSize
+			if out {
+				dst = append(dst, '\r', '\n')
+			}
 		case trailerStart:
 			switch {
 			case ch == '\r':
@@ -118,7 +145,7 @@ func (c *Chunks) Scan(b []byte) (n int, done bool, err error) {
 			case ch < 0x80 && tokenChars[ch]: // a trailer field's name
 				c.state, c.lineLen, c.colon = trailerLine, 1, false
 			default:
-				return n, false, ErrChunk
+				return dst, n, false, ErrChunk
 			}
 		case trailerLine:
 			switch {
@@ -127,30 +154,33 @@ func (c *Chunks) Scan(b []byte) (n int, done bool, err error) {
 			case !c.colon && ch == ':':
 				c.colon = true
 			case !c.colon && (ch >= 0x80 || !tokenChars[ch]):
-				return n, false, ErrChunk // a trailer line is a field: name, colon, value
+				return dst, n, false, ErrChunk // a trailer line is a field: name, colon, value
 			case ch < ' ' && ch != '\t' || ch == 0x7f:
-				return n, false, ErrChunk // control characters, as in header values (net/http refuses them too)
+				return dst, n, false, ErrChunk // control characters, as in header values (net/http refuses them too)
 			}
 			if c.lineLen++; c.lineLen > maxChunkLine {
-				return n, false, ErrChunk
+				return dst, n, false, ErrChunk
 			}
 		case trailerLF:
 			if ch != '\n' {
-				return n, false, ErrChunk
+				return dst, n, false, ErrChunk
 			}
 			c.state = trailerStart
 		case finalLF:
 			if ch != '\n' {
-				return n, false, ErrChunk
+				return dst, n, false, ErrChunk
 			}
 			c.state = chunksDone
-			return n + 1, true, nil
+			if out {
+				dst = append(dst, "0\r\n\r\n"...)
+			}
+			return dst, n + 1, true, nil
 		case chunksDone:
-			return n, true, nil
+			return dst, n, true, nil
 		}
 		n++
 	}
-	return n, c.state == chunksDone, nil
+	return dst, n, c.state == chunksDone, nil
 }
 
 func unhex(c byte) int {

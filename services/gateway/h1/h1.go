@@ -156,21 +156,22 @@ func cutLine(b []byte) (line, rest []byte) {
 	return b[:i], b[i+2:]
 }
 
+// version reads HTTP-version (RFC 9112 §2.3: "HTTP/" DIGIT "." DIGIT): ErrVersion for one
+// well formed but other than 1.0 and 1.1, ErrMalformed for anything else ("HTTP/1", "HTTP/1.10").
 func version(v []byte) (int, error) {
-	if len(v) != 8 || string(v[:7]) != "HTTP/1." {
-		if len(v) >= 5 && string(v[:5]) == "HTTP/" {
-			return 0, ErrVersion
-		}
+	if len(v) != 8 || string(v[:5]) != "HTTP/" || !isDigit(v[5]) || v[6] != '.' || !isDigit(v[7]) {
 		return 0, ErrMalformed
 	}
-	switch v[7] {
-	case '0':
+	switch {
+	case v[5] != '1' || v[7] > '1':
+		return 0, ErrVersion
+	case v[7] == '0':
 		return 0, nil
-	case '1':
-		return 1, nil
 	}
-	return 0, ErrVersion
+	return 1, nil
 }
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 
 // parseFields reads the header fields of b, the section after the start line (its last line
 // is the empty one), and notes those that frame the message.
@@ -209,7 +210,9 @@ type framing struct {
 	hasLength      bool
 	chunked        bool
 	otherCoding    bool
+	emptyCoding    bool // an empty element in a Transfer-Encoding list
 	hasTE          bool
+	teFields       int
 	close, keep    bool
 	upgradeToken   bool
 	upgradeField   bool
@@ -231,10 +234,12 @@ func (h *Head) framing() (framing, error) {
 			f.length, f.hasLength = n, true
 		case equalFold(fd.Name, "Transfer-Encoding"):
 			f.hasTE = true
+			f.teFields++
 			for v := range bytes.SplitSeq(fd.Value, []byte(",")) {
 				v = trimOWS(v)
 				switch {
 				case len(v) == 0:
+					f.emptyCoding = true
 				case f.chunked:
 					return f, ErrAmbiguousLength // chunked must be the last coding, and only once
 				case equalFold(v, "chunked"):
@@ -265,17 +270,20 @@ func (h *Head) framing() (framing, error) {
 	return f, nil
 }
 
-// frameRequest applies RFC 9112 §6.3 to a request: a Transfer-Encoding ending in chunked, else
-// a Content-Length, else no body.
+// frameRequest applies RFC 9112 §6.3 to a request: a Transfer-Encoding of chunked, else a
+// Content-Length, else no body. Transfer-Encoding must be one field whose value is chunked
+// alone, as net/http and nginx accept it: a list that does not end in chunked, a repeated
+// field or an empty element cannot be framed (400); codings before chunked are not
+// implemented (ErrTransferEncoding: 501).
 func (h *Head) frameRequest() error {
 	f, err := h.framing()
 	if err != nil {
 		return err
 	}
 	switch {
-	case f.hasTE && (f.hasLength || h.Minor == 0):
+	case f.hasTE && (f.hasLength || h.Minor == 0 || !f.chunked || f.teFields > 1 || f.emptyCoding):
 		return ErrAmbiguousLength
-	case f.hasTE && (f.otherCoding || !f.chunked):
+	case f.otherCoding:
 		return ErrTransferEncoding
 	case f.chunked:
 		h.Body = Chunked
@@ -365,6 +373,9 @@ func equalFold(b []byte, s string) bool {
 	}
 	return true
 }
+
+// IsToken reports whether b is an RFC 9110 token: a field name, a method, a protocol name.
+func IsToken(b []byte) bool { return isToken(b) }
 
 // isToken reports whether b is an RFC 9110 token: a field name or a method.
 func isToken(b []byte) bool {

@@ -51,6 +51,13 @@ func TestParseRequest(t *testing.T) {
 		{name: "no target", msg: "GET HTTP/1.1\r\n\r\n", err: ErrMalformed},
 		{name: "http/2 preface", msg: "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", err: ErrVersion},
 		{name: "not http", msg: "GET / FTP/1.1\r\n\r\n", err: ErrMalformed},
+		{name: "http/1.2", msg: "GET / HTTP/1.2\r\n\r\n", err: ErrVersion},
+		{name: "http/1.10", msg: "GET / HTTP/1.10\r\n\r\n", err: ErrMalformed},
+		{name: "http/1", msg: "GET / HTTP/1\r\n\r\n", err: ErrMalformed},
+		{name: "gzip alone", msg: "POST /a HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", err: ErrAmbiguousLength},
+		{name: "two coding fields", msg: "POST /a HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n", err: ErrAmbiguousLength},
+		{name: "empty coding", msg: "POST /a HTTP/1.1\r\nTransfer-Encoding: ,chunked\r\n\r\n", err: ErrAmbiguousLength},
+		{name: "no coding", msg: "POST /a HTTP/1.1\r\nTransfer-Encoding: \r\n\r\n", err: ErrAmbiguousLength},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -362,4 +369,35 @@ func responseAgreesWithNetHTTP(t *testing.T, msg []byte, head bool) {
 	}
 	_, berr := io.Copy(io.Discard, resp.Body)
 	sameEnd(t, msg, &h, len(msg)-br.Buffered()-r.Len(), berr)
+}
+
+// TestReframe: a chunked body comes out in the coding's plainest form, whatever its sizes,
+// extensions and trailers, and however its bytes are split.
+func TestReframe(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"5\r\nhello\r\n0\r\n\r\n", "5\r\nhello\r\n0\r\n\r\n"},
+		{"0005;a=b;c=\"d e\"\r\nhello\r\nA \r\n0123456789\r\n000\r\n\r\n", "5\r\nhello\r\na\r\n0123456789\r\n0\r\n\r\n"},
+		{"5\r\nhello\r\n0\r\nContent-Length: 9\r\nX-User-Id: admin\r\n\r\n", "5\r\nhello\r\n0\r\n\r\n"},
+		{"0\r\n\r\n", "0\r\n\r\n"},
+	} {
+		for _, step := range []int{1, 3, len(tt.in)} {
+			var c Chunks
+			var out []byte
+			in := tt.in + "GET /next"
+			used, done := 0, false
+			for used < len(in) && !done {
+				end := min(used+step, len(in))
+				var n int
+				var err error
+				out, n, done, err = c.Reframe(out, []byte(in[used:end]))
+				if err != nil {
+					t.Fatalf("%q in steps of %d: %v", tt.in, step, err)
+				}
+				used += n
+			}
+			if !done || used != len(tt.in) || string(out) != tt.want {
+				t.Errorf("%q in steps of %d: %q (done %v, used %d), want %q", tt.in, step, out, done, used, tt.want)
+			}
+		}
+	}
 }

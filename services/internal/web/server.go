@@ -42,6 +42,7 @@ type Server struct {
 	checks   []check
 	mtls     *mtlsState
 	draining atomic.Bool
+	conns    Conns
 }
 
 type check struct {
@@ -52,7 +53,21 @@ type check struct {
 // Option changes how New builds the server.
 type Option func(*options)
 
-type options struct{ proxy bool }
+type options struct {
+	proxy bool
+	conns Conns
+}
+
+// Conns is how a server reads its connections: Wrap wraps the listener (after TLS, when the
+// server ends it), Context adds what a handler may need of a connection to the requests'
+// context (http.Server.ConnContext).
+type Conns struct {
+	Wrap    func(net.Listener) net.Listener
+	Context func(context.Context, net.Conn) context.Context
+}
+
+// WithConns makes the server read its connections as c says (the gateway's framing guard).
+func WithConns(c Conns) Option { return func(o *options) { o.conns = c } }
 
 // Proxy configures a server that passes requests on (the gateway) rather than handling them:
 // bodies of any media type stream through unread, and timeouts are the proxy transport's, so
@@ -71,7 +86,7 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) *Server {
 	e.Validator = validator{}
 	e.HTTPErrorHandler = errorHandler(cfg.BodyLimitBytes)
 
-	s := &Server{Echo: e, Registry: prometheus.NewRegistry(), cfg: cfg, logger: logger}
+	s := &Server{Echo: e, Registry: prometheus.NewRegistry(), cfg: cfg, logger: logger, conns: o.conns}
 	tracing, err := cfg.Telemetry.Start(context.Background())
 	if err != nil { // ReadConfig checked the settings; an exporter that cannot even be built is not worth refusing to serve
 		logger.Error("tracing off", "error", err)
@@ -115,7 +130,7 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) *Server {
 	return s
 }
 
-// ObserveRequest counts a request served outside echo (the gateway's fasthttp engine) in the
+// ObserveRequest counts a request served outside echo (the gateway's event loops) in the
 // same http_requests_total and http_request_duration_seconds.
 func (s *Server) ObserveRequest(method, route string, status int, d time.Duration) {
 	s.metrics.observe(method, route, status, d)
@@ -189,12 +204,7 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 // Serve serves on ln until ctx is done, drains for ShutdownDrain, then stops accepting
 // connections and gives in-flight requests up to ShutdownTimeout to finish.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{
-		Handler:           s.Echo,
-		ReadHeaderTimeout: 5 * time.Second,
-		IdleTimeout:       90 * time.Second,
-		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn),
-	}
+	srv := s.HTTPServer()
 	if s.mtls != nil {
 		tlsLn, stop, err := s.serveMTLS(ctx, srv, ln)
 		if err != nil {
@@ -202,6 +212,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		defer stop()
 		ln = tlsLn
+	}
+	if s.conns.Wrap != nil {
+		ln = s.conns.Wrap(ln)
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -241,6 +254,22 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.logger.Info("stopped")
 	return nil
 }
+
+// HTTPServer is the http.Server Serve serves with, for connections accepted elsewhere (the
+// gateway's event loops hand some over): its handler, timeouts and error log.
+func (s *Server) HTTPServer() *http.Server {
+	return &http.Server{
+		Handler:           s.Echo,
+		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       90 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn),
+		ConnContext:       s.conns.Context,
+	}
+}
+
+// Drain starts the drain Serve starts when its context ends: /readyz answers 503 and every
+// response closes its connection. For a server whose connections are served elsewhere.
+func (s *Server) Drain() { s.draining.Store(true) }
 
 // Bind decodes the JSON body into v and validates it through e.Validator.
 func Bind(c echo.Context, v any) error {

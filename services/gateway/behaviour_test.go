@@ -9,9 +9,6 @@ import (
 	"github.com/shopmesh/shopmesh/services/internal/webtest"
 )
 
-// TestFastEngine runs the gateway's behaviour tests against the fasthttp engine.
-func TestFastEngine(t *testing.T) { runBehaviourTests(t, "fasthttp", nil) }
-
 // behaviourTests are the gateway's behaviour tests every engine must pass.
 var behaviourTests = map[string]func(*testing.T){
 	"AuthenticationAndIdentityHeaders": TestAuthenticationAndIdentityHeaders,
@@ -41,12 +38,12 @@ func runBehaviourTests(t *testing.T, engine string, more map[string]func(*testin
 	}
 }
 
-// TestFastEngineTokenForms: the engine's cache lookup on the raw header must answer as the
-// general parser does, whatever the header's form, before and after the token is cached.
-func TestFastEngineTokenForms(t *testing.T) {
+// TestLoopEngineTokenForms: the event loops' cache lookup on the raw header must answer as
+// the general parser does, whatever the header's form, before and after the token is cached.
+func TestLoopEngineTokenForms(t *testing.T) {
 	up := echoUpstream(t, "api")
 	f := startGateway(t, "routes:\n  - {name: api, prefix: /api, auth: required, upstreams: [{url: "+up.URL+"}]}\n",
-		map[string]string{"GATEWAY_ENGINE": "fasthttp"})
+		map[string]string{"GATEWAY_ENGINE": "loop"})
 	token := f.issuer.Token(t, "user-1")
 	for _, tt := range []struct {
 		header string

@@ -1,0 +1,292 @@
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/shopmesh/shopmesh/services/gateway/h1"
+	"github.com/shopmesh/shopmesh/services/internal/web"
+)
+
+// The net/http engine's connections are read through a guard before net/http reads them: it
+// frames the client's bytes with h1, as the event loops do, and applies the same rules
+// (framing.go) to every request head, so that both transports accept and refuse the same
+// requests. net/http's own parser is more lenient in places (it drops Content-Length beside
+// Transfer-Encoding, takes the Transfer-Encoding of HTTP/1.0 for nothing, accepts any Host it
+// can print), and the guard refuses those requests before it sees them.
+//
+// A refused head cannot be answered by the guard itself: net/http may still be answering an
+// earlier request on the connection, and the answers must keep their order. So the guard
+// hands net/http, in the refused request's place, a request of its own for a path only this
+// gateway knows; the handler of that path answers with the refusal and closes the connection,
+// after every earlier answer. Bytes after a refused head are never read.
+
+// guard is what a gateway's guarded connections share.
+type guard struct {
+	table *Table
+	// path is where refusals are answered: random, so that no client can reach it.
+	path      string
+	synthetic []byte
+}
+
+func newGuard(table *Table) *guard {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	path := "/.refused/" + hex.EncodeToString(b[:])
+	return &guard{table: table, path: path,
+		synthetic: []byte("GET " + path + " HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n\r\n")}
+}
+
+// listener guards every connection ln accepts.
+func (g *guard) listener(ln net.Listener) net.Listener { return guardedListener{ln, g} }
+
+type guardedListener struct {
+	net.Listener
+	g *guard
+}
+
+func (l guardedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return l.g.conn(c, nil), nil
+}
+
+// conn guards c, whose first bytes, already read, are pending.
+func (g *guard) conn(c net.Conn, pending []byte) *guardConn {
+	return &guardConn{Conn: c, g: g, in: pending}
+}
+
+// connContext lets the handlers find a request's guard (http.Server.ConnContext).
+func connContext(ctx context.Context, c net.Conn) context.Context {
+	if gc, ok := c.(*guardConn); ok {
+		return context.WithValue(ctx, guardKey{}, gc)
+	}
+	return ctx
+}
+
+type guardKey struct{}
+
+func guardOf(ctx context.Context) *guardConn {
+	gc, _ := ctx.Value(guardKey{}).(*guardConn)
+	return gc
+}
+
+type guardState uint8
+
+const (
+	guardHead    guardState = iota // a request head is next
+	guardLength                    // left bytes of a body
+	guardChunks                    // a chunked body
+	guardTunnel                    // after a request that may switch protocols: bytes pass unread
+	guardRefused                   // the synthetic request was handed over: nothing more is read
+	guardBroken                    // a chunked body broke the coding
+)
+
+// guardConn is a client connection read through the guard.
+type guardConn struct {
+	net.Conn
+	g *guard
+
+	// Read is called by one goroutine at a time (net/http's connection reader); mu guards what
+	// the handlers read.
+	in     []byte // read from the connection, not judged yet
+	out    []byte // judged, for net/http
+	state  guardState
+	left   int64
+	chunks h1.Chunks
+	head   h1.Head
+	eof    error
+	buf    []byte
+
+	mu      sync.Mutex
+	refusal *refusal // what the synthetic request answers, or a broken body
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// errBrokenBody is what net/http reads once a chunked body broke the coding.
+var errBrokenBody = errors.New(errBadChunks.detail)
+
+func (c *guardConn) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	for len(c.out) == 0 {
+		switch c.state {
+		case guardRefused:
+			return 0, errors.New("the connection's last request was refused")
+		case guardBroken:
+			return 0, errBrokenBody
+		case guardTunnel:
+			if len(c.in) > 0 {
+				c.out, c.in = c.in, nil
+				continue
+			}
+			return c.Conn.Read(p)
+		}
+		if c.judge() {
+			continue
+		}
+		if c.eof != nil {
+			return 0, c.eof
+		}
+		if c.buf == nil {
+			c.buf = make([]byte, 4<<10)
+		}
+		n, err := c.Conn.Read(c.buf)
+		c.in = append(c.in, c.buf[:n]...)
+		switch {
+		case err == nil:
+		case isTimeout(err):
+			// A deadline, not an end: net/http ends its background read with one after every
+			// request, and reads on once it has set a new deadline.
+			if n == 0 {
+				return 0, err
+			}
+		default:
+			c.eof = err
+		}
+	}
+	n := copy(p, c.out)
+	c.out = c.out[n:]
+	return n, nil
+}
+
+// judge moves what it can of in to out; false when it needs more bytes.
+func (c *guardConn) judge() bool {
+	switch c.state {
+	case guardHead:
+		if len(c.in) == 0 {
+			return false
+		}
+		ok, err := h1.ParseRequest(c.in, headLimit, &c.head)
+		var r *refusal
+		switch {
+		case err != nil:
+			r = parseRefusal(err)
+		case !ok:
+			return false
+		default:
+			r = checkRequest(&c.head)
+		}
+		if r != nil {
+			c.mu.Lock()
+			c.refusal = r
+			c.mu.Unlock()
+			c.out, c.in, c.state = c.g.synthetic, nil, guardRefused
+			return true
+		}
+		size := c.head.Size
+		c.out, c.in = append(c.out, c.in[:size]...), c.in[size:]
+		switch c.head.Body {
+		case h1.Length:
+			c.state, c.left = guardLength, c.head.Length
+		case h1.Chunked:
+			c.state, c.chunks = guardChunks, h1.Chunks{}
+		default:
+			c.afterBody()
+		}
+		return true
+	case guardLength:
+		n := int(min(c.left, int64(len(c.in))))
+		if n == 0 {
+			return false
+		}
+		c.out, c.in, c.left = append(c.out, c.in[:n]...), c.in[n:], c.left-int64(n)
+		if c.left == 0 {
+			c.afterBody()
+		}
+		return true
+	case guardChunks:
+		if len(c.in) == 0 {
+			return false
+		}
+		n, done, err := c.chunks.Scan(c.in)
+		if err != nil {
+			c.mu.Lock()
+			c.refusal = errBadChunks
+			c.mu.Unlock()
+			c.state, c.in = guardBroken, nil
+			return true
+		}
+		c.out, c.in = append(c.out, c.in[:n]...), c.in[n:]
+		if done {
+			c.afterBody()
+		}
+		return true
+	}
+	return false
+}
+
+// afterBody: the request in c.head is through. One that may switch protocols (its route allows
+// the Upgrade it asks for) leaves the connection's bytes to the tunnel; if the switch does
+// not happen, its answer closes the connection (see Gateway.handle).
+func (c *guardConn) afterBody() {
+	c.state = guardHead
+	if c.head.Upgrade && c.g.upgradeFor(&c.head) != "" {
+		c.state = guardTunnel
+	}
+}
+
+// upgradeFor is the protocol the request may switch to: the route its target names must list
+// its Upgrade (the handler decides on the same route with the same function).
+func (g *guard) upgradeFor(h *h1.Head) string {
+	u, err := url.ParseRequestURI(string(h.Target))
+	if err != nil {
+		return ""
+	}
+	return allowedUpgrade(g.table.Match(string(h.Method), u.Path), h.Get("Upgrade"))
+}
+
+// brokenBody is the refusal of the request whose chunked body broke the coding on the
+// connection ctx belongs to, or nil.
+func brokenBody(ctx context.Context) *refusal {
+	gc := guardOf(ctx)
+	if gc == nil {
+		return nil
+	}
+	gc.mu.Lock()
+	defer gc.mu.Unlock()
+	if gc.refusal == errBadChunks {
+		return gc.refusal
+	}
+	return nil
+}
+
+// refused answers the guard's synthetic request with the refusal it stands for.
+func (g *guard) refused(c echo.Context) error {
+	r := refuse(http.StatusNotFound, "no route for GET %s", c.Request().URL.Path)
+	if gc := guardOf(c.Request().Context()); gc != nil {
+		gc.mu.Lock()
+		if gc.refusal != nil {
+			r = gc.refusal
+		}
+		gc.mu.Unlock()
+	}
+	c.Set(web.RouteKey, "refused")
+	writeRefusal(c.Response(), r)
+	return nil
+}
+
+// writeRefusal answers r and closes the connection: the problem document the event loops
+// write for it, byte for byte.
+func writeRefusal(w http.ResponseWriter, r *refusal) {
+	h := w.Header()
+	h.Set(echo.HeaderContentType, web.MIMEProblemJSON)
+	h.Set(echo.HeaderConnection, "close")
+	w.WriteHeader(r.status)
+	_, _ = w.Write(appendProblem(nil, r.status, r.detail, "", h.Get(echo.HeaderXRequestID)))
+}
