@@ -32,6 +32,8 @@ type Config struct {
 	PprofAddr       string         // PPROF_ADDR: serve net/http/pprof here (keep it on loopback); empty: off
 	Engine          string         // GATEWAY_ENGINE: nethttp (default) or loop (event loops over epoll, Linux)
 	Loops           int            // GATEWAY_LOOPS: event loops of the loop engine; 0: one per GOMAXPROCS
+	HeaderTimeout   time.Duration  // REQUEST_HEADER_TIMEOUT: a request head's first byte to its last; later is 408
+	BodyMinRate     float64        // REQUEST_BODY_MIN_RATE: bytes/s a body must average after that long; slower is 408; 0: off
 	LoginLimit      RateLimit      // LOGIN_RATE, LOGIN_BURST: POST /users/login per client address (built-in routes)
 	SignupLimit     RateLimit      // SIGNUP_RATE, SIGNUP_BURST: POST /users per client address (built-in routes)
 }
@@ -57,6 +59,8 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		PprofAddr:       r.String("PPROF_ADDR", ""),
 		Engine:          r.String("GATEWAY_ENGINE", "nethttp"),
 		Loops:           r.Int("GATEWAY_LOOPS", 0),
+		HeaderTimeout:   r.Duration("REQUEST_HEADER_TIMEOUT", 10*time.Second),
+		BodyMinRate:     r.Float("REQUEST_BODY_MIN_RATE", 1024),
 		LoginLimit: RateLimit{Rate: r.Float("LOGIN_RATE", DefaultLoginLimit.Rate), Burst: r.Int("LOGIN_BURST", DefaultLoginLimit.Burst),
 			By: LimitByAddress},
 		SignupLimit: RateLimit{Rate: r.Float("SIGNUP_RATE", DefaultSignupLimit.Rate), Burst: r.Int("SIGNUP_BURST", DefaultSignupLimit.Burst),
@@ -85,6 +89,12 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	case "nethttp", "loop":
 	default:
 		r.Fail("GATEWAY_ENGINE", "must be loop or nethttp, got %q (the fasthttp engine was removed: it framed requests otherwise than the other two)", c.Engine)
+	}
+	if c.HeaderTimeout < 100*time.Millisecond || c.HeaderTimeout > 10*time.Minute {
+		r.Fail("REQUEST_HEADER_TIMEOUT", "must be from 100ms to 10m, got %s", c.HeaderTimeout)
+	}
+	if c.BodyMinRate < 0 {
+		r.Fail("REQUEST_BODY_MIN_RATE", "must be 0 (off) or a rate in bytes per second, got %g", c.BodyMinRate)
 	}
 	if c.Loops < 0 || c.Loops > 256 {
 		r.Fail("GATEWAY_LOOPS", "must be 0 (one loop per GOMAXPROCS) to 256, got %d", c.Loops)

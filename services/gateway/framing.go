@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/shopmesh/shopmesh/services/gateway/h1"
 )
@@ -261,3 +262,53 @@ func equalFoldString(b []byte, s string) bool {
 
 // validToken reports whether s is an RFC 9110 token.
 func validToken(s string) bool { return h1.IsToken([]byte(s)) }
+
+// clientLimits bound what one client may hold of the gateway: how long its request head may
+// take, how slowly its body may come, and how large the body may be. Both engines apply them.
+type clientLimits struct {
+	header  time.Duration // REQUEST_HEADER_TIMEOUT: from the head's first byte to its last
+	minRate float64       // REQUEST_BODY_MIN_RATE in bytes/s, after a grace as long as header; 0: none
+	body    int64         // BODY_LIMIT_BYTES; a route's body_limit_bytes overrides it
+}
+
+// bodyBuffer is how much of a body the gateway waits for before it takes an upstream
+// connection for the request (all of a smaller body): a client that sends its body slowly
+// then holds only its own connection, and the minimum rate ends it before it holds more.
+const bodyBuffer = 16 << 10
+
+// bodyLimit is the largest body route r accepts.
+func (l clientLimits) bodyLimit(r *Route) int64 {
+	if r != nil && r.BodyLimitBytes > 0 {
+		return r.BodyLimitBytes
+	}
+	return l.body
+}
+
+// checkLength refuses a declared body over the route's limit, before any of it is read.
+func (l clientLimits) checkLength(h *h1.Head, r *Route) *refusal {
+	if h.Body == h1.Length && h.Length > l.bodyLimit(r) {
+		return l.tooLarge(r)
+	}
+	return nil
+}
+
+func (l clientLimits) tooLarge(r *Route) *refusal {
+	return refuse(http.StatusRequestEntityTooLarge, "the request body is over the %d bytes this route accepts", l.bodyLimit(r))
+}
+
+// bodyDeadline is when a body that started at start, with read bytes of it in, falls under
+// the minimum rate unless more comes: after the grace, it must average minRate.
+func (l clientLimits) bodyDeadline(start time.Time, read int64) time.Time {
+	if l.minRate <= 0 {
+		return time.Time{}
+	}
+	return start.Add(l.header + time.Duration(float64(read)/l.minRate*float64(time.Second)))
+}
+
+func (l clientLimits) headTimeout() *refusal {
+	return refuse(http.StatusRequestTimeout, "the request's header section did not come within %s (REQUEST_HEADER_TIMEOUT)", l.header)
+}
+
+func (l clientLimits) bodyTimeout() *refusal {
+	return refuse(http.StatusRequestTimeout, "the request body came slower than %g bytes/s (REQUEST_BODY_MIN_RATE)", l.minRate)
+}

@@ -175,7 +175,7 @@ func (c *scriptConn) SetReadDeadline(time.Time) error { return nil }
 // accepted, whole and in order, the refusal's own request in place of the first it refused,
 // and nothing after it; a deadline met while waiting for bytes is not the connection's end.
 func TestGuardHandsOverWhatItJudged(t *testing.T) {
-	g := newGuard(&Table{})
+	g := newGuard(&Table{}, clientLimits{header: time.Second, body: 1 << 20})
 	first := "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
 	second := "POST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\nT: 1\r\n\r\n"
 	refused := "GET /c HTTP/1.1\r\nHost: u@x\r\n\r\n"

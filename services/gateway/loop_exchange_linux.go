@@ -36,6 +36,7 @@ type clientConn struct {
 	ex                 *exchange
 	head               h1.Head // the current request's, pointing into in
 	last               time.Time
+	headStart          time.Time // the first byte of a head not whole yet: REQUEST_HEADER_TIMEOUT runs from it
 }
 
 // upConn is a connection to an upstream, serving one exchange at a time.
@@ -80,11 +81,13 @@ type exchange struct {
 	label       string // the route label of a built-in endpoint
 	tunnel      bool   // switched: bytes pass both ways, unread, until either side closes
 
-	// The request body: passed on as it arrives, coding and all, or dropped (discard) once
-	// the request has been answered without it.
+	// The request body: passed on as it arrives (a chunked one re-coded), or dropped (discard)
+	// once the request has been answered without it.
 	reqBody    h1.Body
 	reqLeft    int64
 	reqChunks  h1.Chunks
+	reqRead    int64 // bytes of it taken from the client so far
+	awaitBody  bool  // forward waits for the first bodyBuffer bytes before it takes an upstream connection
 	reqDone    bool
 	expect100  bool
 	discard    bool
@@ -187,7 +190,7 @@ func (l *loop) wantsClientBytes(c *clientConn) bool {
 		return len(c.out) < loopMaxPending
 	case ex.waiting || ex.reqDone:
 		return false
-	case ex.discard:
+	case ex.discard || ex.awaitBody:
 		return true
 	}
 	return ex.u != nil && len(ex.u.out) < loopMaxPending
@@ -210,13 +213,25 @@ func (l *loop) advanceClient(c *clientConn) {
 				return
 			}
 			if !ok {
+				if c.headStart.IsZero() {
+					c.headStart = l.now
+				}
 				return
 			}
+			c.headStart = time.Time{}
 			if r := checkRequest(&c.head); r != nil {
 				l.refuse(c, r)
 				return
 			}
 			l.start(c)
+			continue
+		}
+		if ex.awaitBody {
+			if l.bodyAwaited(ex) {
+				return
+			}
+			ex.awaitBody = false
+			l.forward(ex)
 			continue
 		}
 		if ex.waiting || ex.reqDone || len(c.in) == 0 {
@@ -237,16 +252,12 @@ func (l *loop) advanceClient(c *clientConn) {
 		if err != nil {
 			// A chunked body that breaks the coding: the message's end cannot be found, so the
 			// connection cannot carry another.
-			if ex.respHead || ex.local {
-				l.closeClient(c)
-				return
-			}
-			if ex.u != nil {
-				l.closeUp(ex.u)
-			}
-			ex.reqDone = true
-			l.answer(ex, errBadChunks.status, errBadChunks.detail, "")
-			c.closeAfter = true
+			l.abortRequest(ex, errBadChunks)
+			return
+		}
+		ex.reqRead += int64(n)
+		if ex.reqBody == h1.Chunked && !ex.discard && ex.reqChunks.Data > l.e.g.limits.bodyLimit(ex.route) {
+			l.abortRequest(ex, l.e.g.limits.tooLarge(ex.route))
 			return
 		}
 		if ex.discard {
@@ -267,6 +278,51 @@ func (l *loop) advanceClient(c *clientConn) {
 }
 
 func (c *clientConn) consume(n int) { c.in = c.in[:copy(c.in, c.in[n:])] }
+
+// abortRequest ends a request whose body cannot go on (it broke its coding, went over the
+// limit, or came too slowly): an upstream that has its head gets an aborted request, and the
+// client the refusal, or just the close when its answer has begun.
+func (l *loop) abortRequest(ex *exchange, r *refusal) {
+	c := ex.c
+	if ex.respHead || ex.local {
+		l.closeClient(c)
+		return
+	}
+	if ex.u != nil {
+		l.closeUp(ex.u)
+	}
+	ex.reqDone = true
+	l.answer(ex, r.status, r.detail, "")
+	c.closeAfter = true
+}
+
+// bodyAwaited reports whether ex's body is still awaited before the request goes upstream:
+// until bodyBuffer bytes of it (all of a smaller one) are in, no upstream connection is
+// taken, so a body that comes slowly holds nothing but its own connection until the minimum
+// rate ends it. A client that asked for 100 Continue sends nothing before it.
+func (l *loop) bodyAwaited(ex *exchange) bool {
+	c, h := ex.c, &ex.c.head
+	have := len(c.in) - h.Size
+	switch {
+	case ex.expect100 || ex.reqDone || have >= bodyBuffer || len(c.in) == cap(c.in):
+		return false
+	case h.Body == h1.Length:
+		return int64(have) < h.Length
+	}
+	trial := ex.reqChunks // chunked: a body that ends within the buffer goes on whole
+	_, done, err := trial.Scan(c.in[h.Size:])
+	return !done && err == nil
+}
+
+// bodyReceived is how much of ex's body has come from the client: taken, or waiting in its
+// buffer.
+func (ex *exchange) bodyReceived() int64 {
+	n := ex.reqRead + int64(len(ex.c.in))
+	if !ex.headDropped {
+		n -= int64(ex.c.head.Size)
+	}
+	return n
+}
 
 // takeBody is how many bytes of b belong to a body framed as kind, and whether they end it.
 func takeBody(kind h1.Body, left *int64, chunks *h1.Chunks, b []byte) (int, bool, error) {
@@ -360,6 +416,12 @@ func (l *loop) start(c *clientConn) {
 		return
 	}
 	ex.stats = l.e.g.metrics.route(r.Name)
+	if refused := l.e.g.limits.checkLength(h, r); refused != nil {
+		// Answered before its body, which is then read and dropped (within drainBytes and
+		// drainTime, as after an upstream's early answer) so that the client is not reset.
+		l.answer(ex, refused.status, refused.detail, "")
+		return
+	}
 	l.authenticate(ex)
 }
 
@@ -535,6 +597,10 @@ func (l *loop) limited(ex *exchange, a limitAnswer, err error) {
 // forward sends the request's head to an upstream; its body follows as it arrives.
 func (l *loop) forward(ex *exchange) {
 	c := ex.c
+	if l.bodyAwaited(ex) {
+		ex.awaitBody = true
+		return
+	}
 	up := l.e.g.choose(ex.route)
 	ex.lu = l.e.ups[up]
 	ex.lu.budget.deposit(l.now)

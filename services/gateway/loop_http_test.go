@@ -58,7 +58,7 @@ func TestLoopEngineHTTP(t *testing.T) {
 routes:
   - {name: private, prefix: /private, auth: required, upstreams: [{url: %[1]s}]}
   - {name: close, prefix: /close, upstreams: [{url: %[2]s}]}
-  - {name: up, prefix: /, upstreams: [{url: %[1]s}]}
+  - {name: up, prefix: /, body_limit_bytes: 16777216, upstreams: [{url: %[1]s}]}
 `, up.URL, untilClose), map[string]string{"GATEWAY_ENGINE": "loop"})
 	addr := strings.TrimPrefix(f.url, "http://")
 

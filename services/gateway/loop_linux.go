@@ -756,8 +756,18 @@ func (l *loop) timers() bool {
 		switch x := s.(type) {
 		case *clientConn:
 			ex := x.ex
-			busy = busy || (ex != nil && !x.closed)
+			busy = busy || (ex != nil && !x.closed) || !x.headStart.IsZero()
+			lim := l.e.g.limits
 			switch {
+			case ex == nil && !x.headStart.IsZero() && l.now.Sub(x.headStart) > lim.header && !x.closed && !x.closeAfter:
+				l.e.g.metrics.clientTimeouts.WithLabelValues("head").Inc()
+				l.refuse(x, lim.headTimeout())
+				l.flushClient(x)
+			case ex != nil && !ex.reqDone && !ex.waiting && !ex.discard && !ex.tunnel && lim.minRate > 0 &&
+				l.now.After(lim.bodyDeadline(ex.start, ex.bodyReceived())):
+				l.e.g.metrics.clientTimeouts.WithLabelValues("body").Inc()
+				l.abortRequest(ex, lim.bodyTimeout())
+				l.flushClient(x)
 			case ex == nil && (closing || l.now.Sub(x.last) > loopIdleTimeout) && len(x.out) == 0:
 				l.closeClient(x)
 			case ex != nil && ex.u != nil && !ex.deadline.IsZero() && l.now.After(ex.deadline):

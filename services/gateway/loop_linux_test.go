@@ -222,7 +222,7 @@ func TestLoopEngineNeedsNoTickToSeeEvents(t *testing.T) {
 		n, _ := io.Copy(io.Discard, r.Body)
 		_, _ = io.WriteString(w, r.URL.Path+" "+strconv.FormatInt(n, 10))
 	})
-	env, iss := routesEnv(t, "routes:\n  - {name: open, prefix: /open, upstreams: [{url: "+up.URL+"}]}\n"+
+	env, iss := routesEnv(t, "routes:\n  - {name: open, prefix: /open, body_limit_bytes: 8388608, upstreams: [{url: "+up.URL+"}]}\n"+
 		"  - {name: auth, prefix: /auth, auth: required, upstreams: [{url: "+up.URL+"}]}\n")
 	e, ctx, cancel := newTestLoopEngine(t, env)
 	e.tick, e.idleTick = time.Hour, time.Hour

@@ -15,7 +15,8 @@ type metrics struct {
 	upstreamRetries *prometheus.CounterVec
 	decisions       *prometheus.CounterVec
 	upstreamUp      *prometheus.GaugeVec
-	routes          sync.Map // route name → *routeStats
+	clientTimeouts  *prometheus.CounterVec // gateway_client_timeouts_total, by phase
+	routes          sync.Map               // route name → *routeStats
 }
 
 // routeStats are one route's series, looked up once: a label lookup hashes every label value
@@ -62,11 +63,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "gateway_rate_limit_decisions_total",
 			Help: "Rate-limit checks by route and decision: allowed, limited (429), or unavailable (the limiter failed; 503).",
 		}, []string{"route", "decision"}),
+		clientTimeouts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_client_timeouts_total",
+			Help: "Requests answered 408 and closed because the client was too slow, by phase: head (REQUEST_HEADER_TIMEOUT) or body (REQUEST_BODY_MIN_RATE).",
+		}, []string{"phase"}),
 		upstreamUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "gateway_upstream_up",
 			Help: "1 when the last request to this upstream address got an answer, 0 when it could not be sent or got none.",
 		}, []string{"upstream"}),
 	}
-	reg.MustRegister(m.rateLimited, m.authFailures, m.upstreamErrors, m.upstreamLatency, m.upstreamRetries, m.decisions, m.upstreamUp)
+	reg.MustRegister(m.rateLimited, m.authFailures, m.upstreamErrors, m.upstreamLatency, m.upstreamRetries, m.decisions, m.upstreamUp, m.clientTimeouts)
 	return m
 }

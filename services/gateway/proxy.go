@@ -19,6 +19,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/shopmesh/shopmesh/services/gateway/h1"
 	"github.com/shopmesh/shopmesh/services/internal/fault"
 	"github.com/shopmesh/shopmesh/services/internal/jwtauth"
 	"github.com/shopmesh/shopmesh/services/internal/web"
@@ -53,6 +54,7 @@ type Gateway struct {
 	// route has an https upstream to that engine.
 	upstreams *upstreamTransport
 	guard     *guard // reads the net/http engine's connections (guard.go)
+	limits    clientLimits
 }
 
 type ctxKey struct{}
@@ -80,6 +82,13 @@ func (g *Gateway) handle(c echo.Context) error {
 	c.Set(web.RouteKey, route.Name) // metrics, logs and spans by route name, not echo's "/*"
 	if dotSegments(req.URL.Path) {
 		writeRefusal(c.Response(), refuse(http.StatusBadRequest, "a path with dot segments (. or ..): send the path they resolve to"))
+		return nil
+	}
+	if refused := g.limits.checkLength(&h1.Head{Body: h1.Length, Length: req.ContentLength}, route); refused != nil {
+		// Answered before its body, which is then read and dropped so that the client is not
+		// reset, as after an upstream's early answer.
+		writeProblemOf(c.Response(), refused, false)
+		drain(c.Response(), req.Body)
 		return nil
 	}
 	for name := range req.Header {
@@ -289,9 +298,17 @@ func drainRequestBody(f *forward, w *bodyWriter) {
 	if f.in.Body == nil || !w.wait(drainTime) { // never read the body from two goroutines
 		return
 	}
-	rc := http.NewResponseController(f.w)
+	drain(f.w, f.in.Body)
+}
+
+// drain reads and drops what is left of a request body, within drainBytes and drainTime.
+func drain(w http.ResponseWriter, body io.Reader) {
+	if body == nil {
+		return
+	}
+	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Now().Add(drainTime))
-	_, _ = io.CopyN(io.Discard, f.in.Body, drainBytes)
+	_, _ = io.CopyN(io.Discard, body, drainBytes)
 	_ = rc.SetReadDeadline(time.Time{})
 }
 
@@ -303,8 +320,10 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		name = f.route.Name
 		g.metrics.route(name).upstreamErrors.Inc()
 	}
-	if broken := brokenBody(r.Context()); broken != nil {
-		writeRefusal(w, broken) // the client's chunked body broke the coding: the upstream got an aborted request
+	if refused := bodyRefusal(r.Context()); refused != nil {
+		// The client's body broke its coding, went over the limit or came too slowly: the
+		// upstream got an aborted request.
+		writeRefusal(w, refused)
 		return
 	}
 	var ne net.Error

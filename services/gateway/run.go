@@ -47,9 +47,11 @@ func newServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Serve
 		}
 		table = t
 	}
-	// Every connection net/http serves is read through the framing guard (guard.go).
-	guard := newGuard(table)
-	srv := web.New(cfg.HTTP, logger, web.Proxy(), web.WithConns(web.Conns{Wrap: guard.listener, Context: connContext}))
+	// Every connection net/http serves is read through the framing guard (guard.go), which
+	// also keeps the head and body deadlines: net/http's own head timeout is left to it.
+	limits := clientLimits{header: cfg.HeaderTimeout, minRate: cfg.BodyMinRate, body: int64(cfg.HTTP.BodyLimitBytes)}
+	guard := newGuard(table, limits)
+	srv := web.New(cfg.HTTP, logger, web.Proxy(), web.WithConns(web.Conns{Wrap: guard.listener, Context: connContext, GuardsHeads: true}))
 	// Client addresses come from the connection unless a trusted proxy forwarded the request;
 	// otherwise anyone could pick their own rate-limit key with X-Forwarded-For.
 	srv.Echo.IPExtractor = echo.ExtractIPDirect()
@@ -138,7 +140,9 @@ func newServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Serve
 		limitErr:  map[string]error{},
 		limitHead: map[string][]byte{},
 		guard:     guard,
+		limits:    limits,
 	}
+	guard.timeouts = g.metrics.clientTimeouts
 	g.upstreams = upstreams
 	upstreams.onRetry = func(upstream, outcome string) { g.metrics.upstreamRetries.WithLabelValues(upstream, outcome).Inc() }
 	upstreams.health = func(upstream string) func(bool) {

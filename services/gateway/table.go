@@ -63,6 +63,8 @@ type Route struct {
 	// RFC 9110 §7.8), such as websocket. Any other Upgrade is ignored: the request goes on as
 	// plain HTTP/1.1. h2c is never allowed: its tunnel would carry requests the gateway never reads.
 	Upgrades []string `yaml:"upgrades"`
+	// BodyLimitBytes is the largest request body the route accepts; 0: BODY_LIMIT_BYTES.
+	BodyLimitBytes int64 `yaml:"body_limit_bytes"`
 
 	line int
 }
@@ -224,6 +226,9 @@ func (t *Table) validate() error {
 			default:
 				return fail("unknown method %q", m)
 			}
+		}
+		if r.BodyLimitBytes < 0 {
+			return fail("body_limit_bytes must be positive (or left out for BODY_LIMIT_BYTES), got %d", r.BodyLimitBytes)
 		}
 		for _, p := range r.Upgrades {
 			switch {

@@ -12,6 +12,7 @@ var ErrChunk = errors.New("malformed chunked body")
 // body on as it came, coding and all, without holding it. The zero value is ready for a body's
 // first byte.
 type Chunks struct {
+	Data    int64 // bytes of chunk data so far: the body's length once decoded
 	state   chunkState
 	size    int64 // bytes of the current chunk's data still to come
 	digits  int   // hex digits of the current size line
@@ -120,6 +121,7 @@ func (c *Chunks) scan(dst, b []byte, out bool) ([]byte, int, bool, error) {
 				dst = append(dst, b[n:n+int(take)]...)
 			}
 			c.size -= take
+			c.Data += take
 			n += int(take)
 			if c.size == 0 {
 				c.state = chunkDataCR

@@ -64,6 +64,9 @@ type options struct {
 type Conns struct {
 	Wrap    func(net.Listener) net.Listener
 	Context func(context.Context, net.Conn) context.Context
+	// GuardsHeads: Wrap's connections time request heads out themselves, and answer 408;
+	// net/http's own header timeout, which closes without an answer, is then left out.
+	GuardsHeads bool
 }
 
 // WithConns makes the server read its connections as c says (the gateway's framing guard).
@@ -258,13 +261,17 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // HTTPServer is the http.Server Serve serves with, for connections accepted elsewhere (the
 // gateway's event loops hand some over): its handler, timeouts and error log.
 func (s *Server) HTTPServer() *http.Server {
-	return &http.Server{
+	srv := &http.Server{
 		Handler:           s.Echo,
 		ReadHeaderTimeout: 5 * time.Second,
 		IdleTimeout:       90 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn),
 		ConnContext:       s.conns.Context,
 	}
+	if s.conns.GuardsHeads {
+		srv.ReadHeaderTimeout = 0
+	}
+	return srv
 }
 
 // Drain starts the drain Serve starts when its context ends: /readyz answers 503 and every
