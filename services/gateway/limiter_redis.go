@@ -30,6 +30,19 @@ type RedisLimiter struct {
 	downUntil atomic.Int64 // unix nanoseconds: after a failure, skip Redis for a second
 }
 
+// LimiterKeyPrefix begins every key the shared limiter writes (redis_rate's prefix).
+const LimiterKeyPrefix = "rate:"
+
+// LimiterAccessString is the ACL rule, in the syntax of ACL SETUSER that ElastiCache user
+// access strings use, that lets the shared limiter do what it does and nothing else: its GCRA
+// script (EVALSHA, and EVAL while the script is not cached), and the commands the script
+// calls, which Valkey and Redis check against the user too (TIME, GET, SET), on its own keys
+// only; PING for readiness; HELLO and AUTH as go-redis connects (it sends no CLIENT SETINFO:
+// DisableIdentity). Categories would not do: TIME is only in @fast, and @fast holds far more.
+func LimiterAccessString() string {
+	return "on ~" + LimiterKeyPrefix + "* -@all +evalsha +eval +time +get +set +ping +hello +auth"
+}
+
 // redisBudget bounds one limiter call, so that a struggling Redis cannot stall requests.
 const redisBudget = 150 * time.Millisecond
 
@@ -54,6 +67,7 @@ func newRedisLimiter(url string, iam *iamAuth, failOpen bool, fallback Limiter, 
 		opts.DialTimeout = time.Second
 	}
 	opts.MaxRetries = 0
+	opts.DisableIdentity = true                                          // no CLIENT SETINFO: the cache user's access string does not grant it
 	opts.DialerRetries, opts.DialerRetryTimeout = 1, 10*time.Millisecond // go-redis would retry 5× 100 ms
 	opts.PoolSize = 64
 	client := redis.NewClient(opts)

@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
@@ -170,5 +172,56 @@ func TestRedisCommandsAreTraced(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no Redis client span under the request's span among %d spans", len(recorder.Ended()))
+	}
+}
+
+// TestLimiterRunsWithTheAccessStringTheStackGrants: the cluster's cache user gets exactly
+// LimiterAccessString (stacks/platform/cache.go). Made here on the real Redis, that user must
+// be able to take tokens (the script and the commands it calls: Redis checks those against
+// the user too) and answer the readiness ping, and nothing more: other keys and other
+// commands are refused.
+func TestLimiterRunsWithTheAccessStringTheStackGrants(t *testing.T) {
+	url := redisURL(t)
+	admin := redis.NewClient(mustParseRedisURL(t, url))
+	defer admin.Close()
+	ctx := context.Background()
+	user := fmt.Sprintf("limiter-acl-%d", time.Now().UnixNano())
+	args := []any{"ACL", "SETUSER", user, "nopass"}
+	for _, rule := range strings.Fields(LimiterAccessString()) {
+		args = append(args, rule)
+	}
+	if err := admin.Do(ctx, args...).Err(); err != nil {
+		t.Fatalf("ACL SETUSER with the stack's access string: %v", err)
+	}
+	t.Cleanup(func() { admin.Do(context.Background(), "ACL", "DELUSER", user) })
+
+	opts := mustParseRedisURL(t, url)
+	userURL := fmt.Sprintf("redis://%s:unused@%s/%d", user, opts.Addr, opts.DB)
+	l, err := NewRedisLimiter(userURL, false, NewLocalLimiter(time.Now), prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	key := fmt.Sprintf("acl|%d", time.Now().UnixNano())
+	var allowed []bool
+	for range 3 {
+		d, err := l.Allow(ctx, key, RateLimit{Rate: 0.001, Burst: 2})
+		if err != nil {
+			t.Fatalf("a limit decided as the cluster's cache user: %v", err)
+		}
+		allowed = append(allowed, d.Allowed)
+	}
+	if !slices.Equal(allowed, []bool{true, true, false}) {
+		t.Errorf("burst of 2 allowed %v, want true, true, false", allowed)
+	}
+	if err := l.Ping(ctx); err != nil {
+		t.Errorf("the readiness ping as the cluster's cache user: %v", err)
+	}
+	client := redis.NewClient(mustParseRedisURL(t, userURL))
+	defer client.Close()
+	for _, cmd := range [][]any{{"GET", "session:1"}, {"KEYS", "*"}, {"FLUSHALL"}, {"CONFIG", "GET", "maxmemory"}, {"DEL", LimiterKeyPrefix + key}} {
+		if err := client.Do(ctx, cmd...).Err(); err == nil || !strings.Contains(err.Error(), "NOPERM") {
+			t.Errorf("%v as the cache user: %v, want NOPERM", cmd, err)
+		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/shopmesh/shopmesh/services/gateway"
+	"github.com/shopmesh/shopmesh/services/internal/stockapi"
 	"github.com/shopmesh/shopmesh/services/orders"
 	"github.com/shopmesh/shopmesh/services/pki"
 	"github.com/shopmesh/shopmesh/services/products"
@@ -69,6 +70,9 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		maps.Copy(local[s.Name], l.tlsEnv(s.Endpoint))
 		local[s.Name]["HTTP_ADDR"] = s.Addr
 	}
+	if err := checkReservationTiming(getenv, local); err != nil {
+		return err
+	}
 	adminNote := "set ADMIN_EMAIL and ADMIN_PASSWORD to create an admin account"
 	if getenv("DATABASE_URL") == "" && getenv("ADMIN_EMAIL") == "" && getenv("USERS_ADMIN_EMAIL") == "" {
 		local["users"]["ADMIN_EMAIL"], local["users"]["ADMIN_PASSWORD"] = LocalAdminEmail, LocalAdminPassword
@@ -113,6 +117,29 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// checkReservationTiming checks products' RESERVATION_TTL against orders' CONFIRM_MARGIN as
+// this run gives them: each service checks the pair with the other's default, and only here
+// are both values known.
+func checkReservationTiming(getenv func(string) string, local map[string]map[string]string) error {
+	value := func(prefix, name, key string, def time.Duration) (time.Duration, bool) {
+		v := serviceEnv(getenv, prefix, local[name])(key)
+		if v == "" {
+			return def, true
+		}
+		d, err := time.ParseDuration(v)
+		return d, err == nil // a value that does not parse is the service's to report
+	}
+	ttl, ok1 := value("PRODUCTS_", "products", "RESERVATION_TTL", stockapi.DefaultReservationTTL)
+	margin, ok2 := value("ORDERS_", "orders", "CONFIRM_MARGIN", stockapi.DefaultConfirmMargin)
+	if !ok1 || !ok2 {
+		return nil
+	}
+	if err := stockapi.CheckTiming(ttl, margin); err != nil {
+		return fmt.Errorf("products' RESERVATION_TTL and orders' CONFIRM_MARGIN (set as PRODUCTS_RESERVATION_TTL, ORDERS_CONFIRM_MARGIN, or both unprefixed): %w", err)
+	}
+	return nil
 }
 
 // renewCerts re-issues the workload certificates every CertTTL/3 until ctx is done; the

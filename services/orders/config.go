@@ -8,6 +8,7 @@ import (
 	"github.com/shopmesh/shopmesh/services/internal/jwtauth"
 	"github.com/shopmesh/shopmesh/services/internal/mtls"
 	"github.com/shopmesh/shopmesh/services/internal/pgdb"
+	"github.com/shopmesh/shopmesh/services/internal/stockapi"
 	"github.com/shopmesh/shopmesh/services/internal/web"
 	"github.com/shopmesh/shopmesh/services/pki"
 )
@@ -23,6 +24,7 @@ type Config struct {
 	KeyTTL          time.Duration // IDEMPOTENCY_KEY_TTL: how long an Idempotency-Key answers with its order
 	Reconcile       time.Duration // RECONCILE_INTERVAL: how often stored orders' reservations are confirmed
 	ConfirmMargin   time.Duration // CONFIRM_MARGIN: the least reservation lifetime an order is stored with
+	ReservationTTL  time.Duration // RESERVATION_TTL: products' setting, read here to check the pair (stockapi.CheckTiming)
 	faults          faults
 }
 
@@ -39,7 +41,11 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		KeyTTL:          r.Duration("IDEMPOTENCY_KEY_TTL", DefaultKeyTTL),
 		Reconcile:       r.Duration("RECONCILE_INTERVAL", 30*time.Second),
 		ConfirmMargin:   r.Duration("CONFIRM_MARGIN", DefaultConfirmMargin),
+		ReservationTTL:  r.Duration("RESERVATION_TTL", stockapi.DefaultReservationTTL),
 		faults:          readFaults(r),
+	}
+	if err := stockapi.CheckTiming(c.ReservationTTL, c.ConfirmMargin); err != nil {
+		r.Fail("CONFIRM_MARGIN", "does not fit RESERVATION_TTL: %v", err)
 	}
 	if u, err := url.Parse(c.ProductsURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		r.Fail("PRODUCTS_URL", "must be an http(s) URL, got %q", c.ProductsURL)

@@ -66,7 +66,7 @@ var (
 // DefaultConfirmMargin: an order is stored only while its reservation has at least this long
 // left, so that the confirmation after the commit (or the reconciler's) reaches products
 // before its expiry.
-const DefaultConfirmMargin = time.Minute
+const DefaultConfirmMargin = stockapi.DefaultConfirmMargin
 
 // Cursor is the position after the last order of a page: newest first, ties broken by id.
 type Cursor struct {

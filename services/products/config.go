@@ -7,6 +7,7 @@ import (
 	"github.com/shopmesh/shopmesh/services/internal/jwtauth"
 	"github.com/shopmesh/shopmesh/services/internal/mtls"
 	"github.com/shopmesh/shopmesh/services/internal/pgdb"
+	"github.com/shopmesh/shopmesh/services/internal/stockapi"
 	"github.com/shopmesh/shopmesh/services/internal/web"
 	"github.com/shopmesh/shopmesh/services/pki"
 )
@@ -22,6 +23,7 @@ type Config struct {
 	// orders confirms it; RESERVATION_SWEEP: how often expired ones are looked for.
 	ReservationTTL   time.Duration
 	ReservationSweep time.Duration
+	ConfirmMargin    time.Duration // CONFIRM_MARGIN: orders' setting, read here to check the pair (stockapi.CheckTiming)
 }
 
 // LoadConfig reads and validates the configuration.
@@ -33,8 +35,12 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		Auth:             jwtauth.ReadVerifyConfig(r),
 		Database:         pgdb.ReadConfig(r, "products"),
 		SeedDemo:         r.Bool("SEED_DEMO_CATALOG", true),
-		ReservationTTL:   r.Duration("RESERVATION_TTL", 15*time.Minute),
+		ReservationTTL:   r.Duration("RESERVATION_TTL", stockapi.DefaultReservationTTL),
 		ReservationSweep: r.Duration("RESERVATION_SWEEP", 30*time.Second),
+		ConfirmMargin:    r.Duration("CONFIRM_MARGIN", stockapi.DefaultConfirmMargin),
+	}
+	if err := stockapi.CheckTiming(c.ReservationTTL, c.ConfirmMargin); err != nil {
+		r.Fail("RESERVATION_TTL", "is too short for CONFIRM_MARGIN: %v", err)
 	}
 	c.TLS.CheckURL(r, "JWKS_URL", c.Auth.JWKSURL)
 	return c, r.Err()

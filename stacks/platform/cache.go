@@ -5,6 +5,8 @@ import (
 	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/elasticache"
 	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/kms"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+
+	"github.com/shopmesh/shopmesh/services/gateway"
 )
 
 // CacheArgs configure the rate-limit store.
@@ -38,7 +40,7 @@ const CachePort = 6379
 // 7.2 or later, TLS on, user ID equal to the user name in lower case).
 func NewCache(ctx *pulumi.Context, name string, args CacheArgs, opts ...pulumi.ResourceOption) (*Cache, error) {
 	cfg := args.Config
-	c := &Cache{Port: CachePort, GroupID: cfg.Name("ratelimit"), UserID: cfg.Name("gateway"), KeyPrefix: "rate:"}
+	c := &Cache{Port: CachePort, GroupID: cfg.Name("ratelimit"), UserID: cfg.Name("gateway"), KeyPrefix: gateway.LimiterKeyPrefix}
 	if err := ctx.RegisterComponentResource("shopmesh:cache:Cache", name, c, opts...); err != nil {
 		return nil, err
 	}
@@ -81,12 +83,12 @@ func NewCache(ctx *pulumi.Context, name string, args CacheArgs, opts ...pulumi.R
 	// Only the gateway's user: a Valkey user group holds users with an authentication mechanism
 	// (password or IAM) only (ElastiCache guide, "Role-Based Access Control"), so no password-less
 	// default user can be in it. The user may run what the limiter runs (GCRA in a Lua script) on
-	// its own keys.
+	// its own keys: the gateway's own rule, which its tests apply to a real Redis.
 	user, err := elasticache.NewUser(ctx, name+"-gateway", &elasticache.UserArgs{
 		UserId:             pulumi.String(c.UserID),
 		UserName:           pulumi.String(c.UserID),
 		Engine:             pulumi.String("valkey"),
-		AccessString:       pulumi.String("on ~" + c.KeyPrefix + "* -@all +@read +@write +@scripting +@connection -@dangerous"),
+		AccessString:       pulumi.String(gateway.LimiterAccessString()),
 		AuthenticationMode: &elasticache.UserAuthenticationModeArgs{Type: pulumi.String("iam")},
 		Tags:               cfg.Tags("cache-gateway"),
 	}, parent)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -389,3 +390,33 @@ func TestRestrictedNamespaceRunsIstioInCNIMode(t *testing.T) {
 }
 
 var pinnedImage = regexp.MustCompile(`^[^@]+:[A-Za-z0-9_.-]+@sha256:[0-9a-f]{64}$`)
+
+// TestGatewayPodsWaitForTheirReadinessGate: the shop's namespace asks the AWS Load Balancer
+// Controller for readiness gates, and the gateway's Deployment is created after the
+// controller and the TargetGroupBinding, whose webhook injects the gate when a pod is created:
+// a rollout then keeps old gateway pods until the NLB reports their successors healthy.
+func TestGatewayPodsWaitForTheirReadinessGate(t *testing.T) {
+	forStacks(t, func(t *testing.T, p *Plan, _ Config) {
+		var ns corev1.Namespace
+		if err := decodeStrict(named(t, p, "kubernetes:core/v1:Namespace", "shop").Inputs, &ns); err != nil {
+			t.Fatal(err)
+		}
+		if ns.Labels["elbv2.k8s.aws/pod-readiness-gate-inject"] != "enabled" {
+			t.Errorf("namespace %s labels %v: want elbv2.k8s.aws/pod-readiness-gate-inject: enabled", ns.Name, ns.Labels)
+		}
+		deployment := named(t, p, "kubernetes:apps/v1:Deployment", "gateway")
+		binding := named(t, p, "kubernetes:elbv2.k8s.aws/v1beta1:TargetGroupBinding", "gateway-target-group")
+		if !slices.Contains(deployment.Dependencies, binding.URN) {
+			t.Errorf("the gateway Deployment depends on %v; want the TargetGroupBinding %s among them", deployment.Dependencies, binding.URN)
+		}
+		var release Resource
+		for _, r := range p.ByType("kubernetes:helm.sh/v3:Release") {
+			if r.Inputs["name"] == "aws-load-balancer-controller" {
+				release = r
+			}
+		}
+		if !slices.Contains(binding.Dependencies, release.URN) || release.URN == "" {
+			t.Errorf("the TargetGroupBinding depends on %v; want the controller's release %q", binding.Dependencies, release.URN)
+		}
+	})
+}

@@ -118,8 +118,8 @@ func TestRateLimitCacheIsSharedEncryptedAndPasswordless(t *testing.T) {
 		user := one(t, p, "aws:elasticache/user:User")
 		id, _ := user.Inputs["userId"].(string)
 		if at(user.Inputs, "authenticationMode.type") != "iam" || user.Inputs["userName"] != id || strings.ToLower(id) != id ||
-			user.Inputs["passwords"] != nil || !strings.HasPrefix(user.Inputs["accessString"].(string), "on ~rate:* ") {
-			t.Errorf("cache user %v: want IAM authentication, user name = ID in lower case, no passwords, the limiter's keys only", user.Inputs)
+			user.Inputs["passwords"] != nil || user.Inputs["accessString"] != gateway.LimiterAccessString() {
+			t.Errorf("cache user %v: want IAM authentication, user name = ID in lower case, no passwords, the gateway's access string (the limiter's keys and commands only)", user.Inputs)
 		}
 		group := one(t, p, "aws:elasticache/userGroup:UserGroup")
 		if ids := asStrings(group.Inputs["userIds"]); !slices.Equal(ids, []string{id}) || !slices.Equal(asStrings(in["userGroupIds"]), []string{group.Inputs["userGroupId"].(string)}) {

@@ -108,6 +108,11 @@ func NewMesh(ctx *pulumi.Context, name string, args MeshArgs, opts ...pulumi.Res
 				"istio-injection":                    pulumi.String("enabled"),
 				"app.kubernetes.io/part-of":          pulumi.String("shopmesh"),
 				"pod-security.kubernetes.io/enforce": pulumi.String("restricted"),
+				// The AWS Load Balancer Controller's webhook gives the gateway's pods a readiness
+				// gate that holds until the NLB reports them healthy, so that a rollout retires
+				// no old pod before its successor takes traffic (its guide, "Pod readiness gate":
+				// the label goes on the pods' namespace; IP targets only, as here).
+				"elbv2.k8s.aws/pod-readiness-gate-inject": pulumi.String("enabled"),
 			},
 		},
 	}, append(k8s, pulumi.DependsOn([]pulumi.Resource{istiod}))...)

@@ -70,7 +70,6 @@ func NewWorkloads(ctx *pulumi.Context, name string, args WorkloadsArgs, opts ...
 	}
 
 	parent := pulumi.Parent(w)
-	var gatewayService *corev1.Service
 	for _, svc := range Services {
 		labels := pulumi.StringMap{"app": pulumi.String(svc), "app.kubernetes.io/part-of": pulumi.String("shopmesh")}
 		saMeta := meta(svc, labels)
@@ -125,13 +124,6 @@ func NewWorkloads(ctx *pulumi.Context, name string, args WorkloadsArgs, opts ...
 		if err != nil {
 			return nil, err
 		}
-		deployment, err := appsv1.NewDeployment(ctx, svc, &appsv1.DeploymentArgs{
-			Metadata: meta(svc, labels),
-			Spec:     deploymentSpec(cfg, svc, labels, sa, cm, routes, imageRef(ctx, cfg, args.Registry, svc, parent)),
-		}, k8s...)
-		if err != nil {
-			return nil, err
-		}
 		service, err := corev1.NewService(ctx, svc, &corev1.ServiceArgs{
 			Metadata: meta(svc, labels),
 			Spec: &corev1.ServiceSpecArgs{
@@ -145,8 +137,23 @@ func NewWorkloads(ctx *pulumi.Context, name string, args WorkloadsArgs, opts ...
 		if err != nil {
 			return nil, err
 		}
+		deploymentOpts := k8s
 		if svc == "gateway" {
-			gatewayService = service
+			// The gateway's pods come after the load balancer controller and their
+			// TargetGroupBinding: the controller's webhook injects the readiness gate only
+			// into pods created while it runs and a binding selects them.
+			binding, err := loadBalancerController(ctx, args, service, parent, meta, k8s)
+			if err != nil {
+				return nil, err
+			}
+			deploymentOpts = append(append([]pulumi.ResourceOption{}, k8s...), pulumi.DependsOn([]pulumi.Resource{binding}))
+		}
+		deployment, err := appsv1.NewDeployment(ctx, svc, &appsv1.DeploymentArgs{
+			Metadata: meta(svc, labels),
+			Spec:     deploymentSpec(cfg, svc, labels, sa, cm, routes, imageRef(ctx, cfg, args.Registry, svc, parent)),
+		}, deploymentOpts...)
+		if err != nil {
+			return nil, err
 		}
 		if cfg.Autoscaling {
 			if err := autoscale(ctx, cfg, svc, labels, deployment, meta, k8s); err != nil {
@@ -155,9 +162,6 @@ func NewWorkloads(ctx *pulumi.Context, name string, args WorkloadsArgs, opts ...
 		}
 	}
 	if err := networkPolicies(ctx, cfg, ns, args.Network, meta, k8s); err != nil {
-		return nil, err
-	}
-	if err := loadBalancerController(ctx, args, gatewayService, parent, meta, k8s); err != nil {
 		return nil, err
 	}
 	if cfg.Autoscaling {
@@ -456,7 +460,7 @@ const lbControllerSA = "aws-load-balancer-controller"
 // loadBalancerController installs the AWS Load Balancer Controller with an IRSA role limited
 // to registering targets, and binds the gateway Service to the NLB's target group.
 func loadBalancerController(ctx *pulumi.Context, args WorkloadsArgs, gateway *corev1.Service, parent pulumi.ResourceOrInvokeOption,
-	meta func(string, pulumi.StringMap) *metav1.ObjectMetaArgs, k8s []pulumi.ResourceOption) error {
+	meta func(string, pulumi.StringMap) *metav1.ObjectMetaArgs, k8s []pulumi.ResourceOption) (pulumi.Resource, error) {
 	cfg := args.Config
 	// Only what TargetGroupBinding needs: the controller creates no load balancers here.
 	role, err := args.Cluster.ServiceAccountRole(ctx, "lb-controller", "kube-system", lbControllerSA, cfg, iam.GetPolicyDocumentStatementArray{
@@ -474,7 +478,7 @@ func loadBalancerController(ctx *pulumi.Context, args WorkloadsArgs, gateway *co
 		},
 	}, parent)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	release, err := helmv3.NewRelease(ctx, "aws-load-balancer-controller", &helmv3.ReleaseArgs{
 		Name:           pulumi.String("aws-load-balancer-controller"),
@@ -496,9 +500,9 @@ func loadBalancerController(ctx *pulumi.Context, args WorkloadsArgs, gateway *co
 		},
 	}, k8s...)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	_, err = apiextensions.NewCustomResource(ctx, "gateway-target-group", &apiextensions.CustomResourceArgs{
+	return apiextensions.NewCustomResource(ctx, "gateway-target-group", &apiextensions.CustomResourceArgs{
 		ApiVersion: pulumi.String("elbv2.k8s.aws/v1beta1"),
 		Kind:       pulumi.String("TargetGroupBinding"),
 		Metadata:   meta("gateway", pulumi.StringMap{"app": pulumi.String("gateway")}),
@@ -508,7 +512,6 @@ func loadBalancerController(ctx *pulumi.Context, args WorkloadsArgs, gateway *co
 			"targetType":     pulumi.String("ip"),
 		}},
 	}, append(k8s, pulumi.DependsOn([]pulumi.Resource{release, gateway}))...)
-	return err
 }
 
 // databaseReader is the IRSA role of a data service: it may read the database's master user

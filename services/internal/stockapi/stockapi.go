@@ -81,3 +81,25 @@ func ValidateLines(v *fault.Validation, lines []Line) {
 		v.Check(l.Quantity >= 1 && l.Quantity <= MaxQuantity, field+".quantity", fmt.Sprintf("must be between 1 and %d", MaxQuantity))
 	}
 }
+
+// The reservation's timing, a pair of settings in two services: products holds stock for
+// RESERVATION_TTL, and orders stores an order only while its reservation has CONFIRM_MARGIN
+// left, so that the confirmation reaches products in time.
+const (
+	DefaultReservationTTL = 15 * time.Minute
+	DefaultConfirmMargin  = time.Minute
+	// orderTime is what an order takes between its reservation and that check, with room.
+	orderTime = time.Second
+)
+
+// CheckTiming refuses a RESERVATION_TTL that leaves no order its CONFIRM_MARGIN: with such a
+// pair every order would be answered 503. Both services check it at start, each reading the
+// other's key too (its default when unset), and `make run` checks the pair it gives them.
+func CheckTiming(ttl, margin time.Duration) error {
+	if ttl < margin+orderTime {
+		return fmt.Errorf("RESERVATION_TTL (%s, products) must exceed CONFIRM_MARGIN (%s, orders) by at least %s: "+
+			"orders stores an order only while its reservation has CONFIRM_MARGIN left, so every order would be refused; "+
+			"raise RESERVATION_TTL or lower CONFIRM_MARGIN, on both services", ttl, margin, orderTime)
+	}
+	return nil
+}
