@@ -9,6 +9,11 @@ PLATFORMS=${PLATFORMS:-linux/amd64,linux/arm64}
 SERVICES=${SERVICES:-gateway users products orders}
 [ "$IMAGE_TAG" != latest ] || { echo "push: the tag latest is refused (ECR tags are immutable; deploy by commit)"; exit 1; }
 
+# Only the checked-out commit, unchanged, is ever built: an image tag names its commit's code,
+# and ECR's tags are immutable, so an image built from anything else would stay wrong.
+head=$(git rev-parse HEAD)
+dirty=$(git status --porcelain)
+
 urls=$(pulumi stack output repositoryUrls --json --stack "$STACK") || {
   echo "push: stack $STACK has no repositoryUrls output yet; create the registry first (README: Bootstrapping)"; exit 1; }
 registry=$(echo "$urls" | python3 -c 'import json,sys; print(next(iter(json.load(sys.stdin).values())).split("/")[0])')
@@ -20,6 +25,17 @@ for svc in $SERVICES; do
   # Tags are immutable: a re-run of the same commit finds its images already there.
   if aws ecr describe-images --region "$region" --repository-name "${repo#*/}" --image-ids imageTag="$IMAGE_TAG" >/dev/null 2>&1; then
     echo "push: $repo:$IMAGE_TAG exists"; continue
+  fi
+  if [ "$IMAGE_TAG" != "$head" ]; then
+    echo "push: $repo:$IMAGE_TAG is not in ECR, and IMAGE_TAG is not the checked-out commit ($head):" >&2
+    echo "      building would push this checkout's code under another commit's tag. Check out $IMAGE_TAG" >&2
+    echo "      (git checkout $IMAGE_TAG) to build its images, or deploy a tag whose images ECR has." >&2
+    exit 1
+  fi
+  if [ -n "$dirty" ]; then
+    echo "push: $repo:$IMAGE_TAG is not in ECR, and the work tree has changes the commit does not:" >&2
+    echo "      commit them (a new tag) or stash them, then push again." >&2
+    exit 1
   fi
   docker buildx build --platform "$PLATFORMS" --build-arg SERVICE="$svc" --provenance=false \
     -t "$repo:$IMAGE_TAG" --push .
