@@ -90,6 +90,20 @@ func (l *RedisLimiter) instrument(tp trace.TracerProvider) error {
 // Ping checks that Redis answers, for readiness.
 func (l *RedisLimiter) Ping(ctx context.Context) error { return l.client.Ping(ctx).Err() }
 
+// CanDecide is the readiness check of a fail-open limiter: it takes a token from a probe key
+// of its own, and fails only when Redis answers with an error (a user whose access string does
+// not let it run the limiter, a script Redis refuses): every replica would then limit on its
+// own, silently. A Redis that does not answer at all is an outage, which fail-open rides out
+// on the local limiter: the replica stays ready, or an outage would take the gateway down.
+func (l *RedisLimiter) CanDecide(ctx context.Context) error {
+	_, err := l.rate.Allow(ctx, "readiness-probe", redis_rate.PerSecond(1000))
+	var reply redis.Error
+	if errors.As(err, &reply) {
+		return fmt.Errorf("the cache refuses the limiter (%w): check the cache user's access string", err)
+	}
+	return nil
+}
+
 // Close releases the connections.
 func (l *RedisLimiter) Close() error { return l.client.Close() }
 

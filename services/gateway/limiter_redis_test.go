@@ -181,22 +181,8 @@ func TestRedisCommandsAreTraced(t *testing.T) {
 // the user too) and answer the readiness ping, and nothing more: other keys and other
 // commands are refused.
 func TestLimiterRunsWithTheAccessStringTheStackGrants(t *testing.T) {
-	url := redisURL(t)
-	admin := redis.NewClient(mustParseRedisURL(t, url))
-	defer admin.Close()
 	ctx := context.Background()
-	user := fmt.Sprintf("limiter-acl-%d", time.Now().UnixNano())
-	args := []any{"ACL", "SETUSER", user, "nopass"}
-	for _, rule := range strings.Fields(LimiterAccessString()) {
-		args = append(args, rule)
-	}
-	if err := admin.Do(ctx, args...).Err(); err != nil {
-		t.Fatalf("ACL SETUSER with the stack's access string: %v", err)
-	}
-	t.Cleanup(func() { admin.Do(context.Background(), "ACL", "DELUSER", user) })
-
-	opts := mustParseRedisURL(t, url)
-	userURL := fmt.Sprintf("redis://%s:unused@%s/%d", user, opts.Addr, opts.DB)
+	userURL := aclUser(t, LimiterAccessString())
 	l, err := NewRedisLimiter(userURL, false, NewLocalLimiter(time.Now), prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -222,6 +208,53 @@ func TestLimiterRunsWithTheAccessStringTheStackGrants(t *testing.T) {
 	for _, cmd := range [][]any{{"GET", "session:1"}, {"KEYS", "*"}, {"FLUSHALL"}, {"CONFIG", "GET", "maxmemory"}, {"DEL", LimiterKeyPrefix + key}} {
 		if err := client.Do(ctx, cmd...).Err(); err == nil || !strings.Contains(err.Error(), "NOPERM") {
 			t.Errorf("%v as the cache user: %v, want NOPERM", cmd, err)
+		}
+	}
+}
+
+// aclUser makes a Redis user (no password) with the access string rules for the test's
+// length and returns its URL.
+func aclUser(t *testing.T, rules string) string {
+	t.Helper()
+	url := redisURL(t)
+	admin := redis.NewClient(mustParseRedisURL(t, url))
+	defer admin.Close()
+	user := fmt.Sprintf("limiter-acl-%d", time.Now().UnixNano())
+	args := []any{"ACL", "SETUSER", user, "nopass"}
+	for _, rule := range strings.Fields(rules) {
+		args = append(args, rule)
+	}
+	if err := admin.Do(context.Background(), args...).Err(); err != nil {
+		t.Fatalf("ACL SETUSER %s: %v", rules, err)
+	}
+	t.Cleanup(func() {
+		admin := redis.NewClient(mustParseRedisURL(t, url))
+		defer admin.Close()
+		admin.Do(context.Background(), "ACL", "DELUSER", user)
+	})
+	opts := mustParseRedisURL(t, url)
+	return fmt.Sprintf("redis://%s:unused@%s/%d", user, opts.Addr, opts.DB)
+}
+
+// TestReadinessShowsACacheThatRefusesTheLimiter: a fail-open gateway whose cache user may not
+// run the limiter (the access string the stacks used to render) is not ready, so the broken
+// user shows in the pods' status; one whose cache is down stays ready and limits locally.
+func TestReadinessShowsACacheThatRefusesTheLimiter(t *testing.T) {
+	routes := "routes:\n  - {name: a, prefix: /a, upstreams: [{url: http://127.0.0.1:1}]}\n"
+	for _, tt := range []struct {
+		name, url string
+		status    int
+	}{
+		{"a user that may run the limiter", aclUser(t, LimiterAccessString()), 200},
+		{"a user that may not", aclUser(t, "on ~rate:* -@all +@read +@write +@scripting +@connection -@dangerous"), 503},
+		{"no cache at all", "redis://127.0.0.1:1/0", 200},
+	} {
+		for _, engine := range []string{"nethttp", "loop"} {
+			f := startGateway(t, routes, map[string]string{"GATEWAY_ENGINE": engine, "REDIS_URL": tt.url})
+			r := webtest.Do(t, "GET", f.url+"/readyz", nil)
+			if r.Status != tt.status || (tt.status == 503 && !strings.Contains(string(r.Body), "rate-limit-cache")) {
+				t.Errorf("%s, %s: /readyz %d %s, want %d", tt.name, engine, r.Status, r.Body, tt.status)
+			}
 		}
 	}
 }

@@ -123,6 +123,8 @@ func newServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Serve
 		release = func() { prev(); _ = rl.Close() }
 		if !cfg.FailOpen { // without Redis this gateway refuses limited routes: not ready
 			srv.AddReadinessCheck("redis", rl.Ping)
+		} else { // an outage is ridden out locally; a cache that refuses the limiter is not
+			srv.AddReadinessCheck("rate-limit-cache", rl.CanDecide)
 		}
 		logger.Info("rate limits", "shared", true, "fail_open", cfg.FailOpen, "redis_auth", cfg.RedisAuth)
 	}
