@@ -13,6 +13,16 @@ const clusterAutoscalerSA = "cluster-autoscaler"
 // k8s.io/cluster-autoscaler/enabled and k8s.io/cluster-autoscaler/<cluster> (EKS user guide,
 // "Managed node groups"), which auto-discovery finds and the IAM policy requires before it scales.
 // The actions follow the autoscaler's AWS guide (cluster-autoscaler/cloudprovider/aws/README.md).
+// autoscalerCharts are, per Kubernetes minor version, the Cluster Autoscaler chart versions
+// built for it: the chart's appVersion and default image (read from each version's Chart.yaml
+// and values.yaml in kubernetes/autoscaler) are that minor version, which the autoscaler's
+// must match, and each has the volumeattachments RBAC that images from 1.32 on wait on
+// (added in chart 9.46.3: kubernetes/autoscaler#7663). The image comes from the chart.
+var autoscalerCharts = map[string][]string{
+	"1.32": {"9.46.3", "9.46.4", "9.46.5", "9.46.6"},
+	"1.33": {"9.47.0", "9.48.0", "9.49.0", "9.50.0", "9.50.1", "9.51.0"},
+}
+
 func clusterAutoscaler(ctx *pulumi.Context, args WorkloadsArgs, parent pulumi.ResourceOrInvokeOption, k8s []pulumi.ResourceOption) error {
 	cfg := args.Config
 	role, err := args.Cluster.ServiceAccountRole(ctx, "cluster-autoscaler", "kube-system", clusterAutoscalerSA, cfg, iam.GetPolicyDocumentStatementArray{
@@ -48,7 +58,6 @@ func clusterAutoscaler(ctx *pulumi.Context, args WorkloadsArgs, parent pulumi.Re
 			"cloudProvider": pulumi.String("aws"),
 			"awsRegion":     pulumi.String(cfg.Region),
 			"autoDiscovery": pulumi.Map{"clusterName": args.Cluster.Name},
-			"image":         pulumi.Map{"tag": pulumi.String("v" + cfg.ClusterVersion + ".0")},
 			"rbac": pulumi.Map{"serviceAccount": pulumi.Map{"create": pulumi.Bool(true), "name": pulumi.String(clusterAutoscalerSA),
 				"annotations": pulumi.StringMap{"eks.amazonaws.com/role-arn": role.Arn}}},
 			"extraArgs": pulumi.Map{

@@ -88,8 +88,8 @@ type Config struct {
 
 	IstioVersion        string
 	LbControllerVersion string
-	// ClusterAutoscalerVersion is the Cluster Autoscaler chart; the image is v<clusterVersion>.0,
-	// as the autoscaler's minor version must match the cluster's.
+	// ClusterAutoscalerVersion is the Cluster Autoscaler chart: one built for ClusterVersion
+	// (autoscalerCharts), whose own image is used.
 	ClusterAutoscalerVersion string
 }
 
@@ -267,6 +267,9 @@ func (c Config) Validate() error {
 	bad(c.LoginPerMinute > 0 && c.LoginBurst > 0, "loginPerMinute and loginBurst must be positive")
 	bad(c.SignupPerMinute > 0 && c.SignupBurst > 0, "signupPerMinute and signupBurst must be positive")
 	bad(slices.Contains([]string{"loop", "nethttp"}, c.GatewayEngine), "gatewayEngine must be loop or nethttp, got %q", c.GatewayEngine)
+	bad(!c.Autoscaling || slices.Contains(autoscalerCharts[c.ClusterVersion], c.ClusterAutoscalerVersion),
+		"clusterAutoscalerVersion %q is not a Cluster Autoscaler chart built for Kubernetes %s (its image must match the cluster's minor version, and charts before 9.46.3 lack RBAC the autoscaler needs); use one of %v",
+		c.ClusterAutoscalerVersion, c.ClusterVersion, autoscalerCharts[c.ClusterVersion])
 	bad(slices.Contains(cloudWatchRetention, c.LogRetentionDays), "logRetentionDays must be one CloudWatch accepts (1, 3, 5, 7, 14, 30, 60, 90, …), got %d", c.LogRetentionDays)
 	bad(c.Alarm5xxPercent >= 1 && c.Alarm5xxPercent <= 100, "alarm5xxPercent must be 1 to 100, got %d", c.Alarm5xxPercent)
 	bad(c.AlarmLatencyP99Ms >= 1, "alarmLatencyP99Ms must be positive, got %d", c.AlarmLatencyP99Ms)

@@ -463,6 +463,9 @@ func TestConfigValidation(t *testing.T) {
 		{"public access to a private-only endpoint", func(c *Config) { c.KubeApiAccess = "public" }, "nothing outside the VPC could reach the API"},
 		{"unknown access", func(c *Config) { c.KubeApiAccess = "vpn" }, "kubeApiAccess must be"},
 		{"gateway engine", func(c *Config) { c.GatewayEngine = "nginx" }, "gatewayEngine must be loop or nethttp"},
+		{"autoscaler chart for another cluster version", func(c *Config) {
+			c.Autoscaling, c.HpaMaxReplicas, c.ClusterVersion, c.ClusterAutoscalerVersion = true, 4, "1.33", "9.43.1"
+		}, "not a Cluster Autoscaler chart built for Kubernetes 1.33"},
 		{"tunnel port", func(c *Config) { c.ApiTunnelPort = 443 }, "apiTunnelPort"},
 		{"no image for the workloads", func(c *Config) { c.ImageTag = "" }, "imageTag is not set"},
 		{"OIDC ownership", func(c *Config) { c.GithubOidcProvider = "" }, "githubOidcProvider"},
