@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -320,11 +321,18 @@ func TestRegistry(t *testing.T) {
 		for _, lp := range p.ByType("aws:ecr/lifecyclePolicy:LifecyclePolicy") {
 			var policy struct {
 				Rules []struct {
-					Selection struct{ CountNumber int } `json:"selection"`
+					Selection struct {
+						TagStatus      string
+						TagPatternList []string
+						CountNumber    int
+					} `json:"selection"`
 				} `json:"rules"`
 			}
-			if err := json.Unmarshal([]byte(lp.Inputs["policy"].(string)), &policy); err != nil || len(policy.Rules) != 1 || policy.Rules[0].Selection.CountNumber != cfg.EcrKeepImages {
-				t.Errorf("lifecycle policy %s keeps %+v (%v), want %d", lp.Name, policy, err, cfg.EcrKeepImages)
+			// Tagged images only: a multi-architecture release is an index and untagged
+			// per-platform manifests, which a rule of tagStatus any counts too.
+			if err := json.Unmarshal([]byte(lp.Inputs["policy"].(string)), &policy); err != nil || len(policy.Rules) != 1 || policy.Rules[0].Selection.CountNumber != cfg.EcrKeepImages ||
+				policy.Rules[0].Selection.TagStatus != "tagged" || !slices.Equal(policy.Rules[0].Selection.TagPatternList, []string{"*"}) {
+				t.Errorf("lifecycle policy %s keeps %+v (%v), want the newest %d tagged images", lp.Name, policy, err, cfg.EcrKeepImages)
 			}
 		}
 	})

@@ -77,12 +77,18 @@ func NewRegistry(ctx *pulumi.Context, name string, args RegistryArgs, opts ...pu
 // RepositoryName is the ECR repository of a service in this stack: <project>/<stack>/<service>.
 func RepositoryName(cfg Config, svc string) string { return cfg.Project + "/" + cfg.Stack + "/" + svc }
 
-// lifecyclePolicy keeps the newest keep images of any tag.
+// lifecyclePolicy keeps the newest keep tagged images: releases, one multi-architecture image
+// index each. Every manifest is an image to a rule of tagStatus any, the untagged per-platform
+// manifests an index refers to included (ECR lifecycle policies count "1 image, signature, or
+// image index" alike: aws/containers-roadmap#2613), so such a rule kept a third of the
+// releases it said. A tagged rule needs a tag pattern ("Lifecycle policy properties": tagged
+// requires tagPatternList or tagPrefixList); * matches every tag.
 func lifecyclePolicy(keep int) (string, error) {
 	type selection struct {
-		TagStatus   string `json:"tagStatus"`
-		CountType   string `json:"countType"`
-		CountNumber int    `json:"countNumber"`
+		TagStatus      string   `json:"tagStatus"`
+		TagPatternList []string `json:"tagPatternList,omitempty"`
+		CountType      string   `json:"countType"`
+		CountNumber    int      `json:"countNumber"`
 	}
 	type rule struct {
 		RulePriority int               `json:"rulePriority"`
@@ -92,8 +98,8 @@ func lifecyclePolicy(keep int) (string, error) {
 	}
 	b, err := json.Marshal(map[string][]rule{"rules": {{
 		RulePriority: 1,
-		Description:  "keep the newest images only",
-		Selection:    selection{TagStatus: "any", CountType: "imageCountMoreThan", CountNumber: keep},
+		Description:  "keep the newest tagged images (releases) only",
+		Selection:    selection{TagStatus: "tagged", TagPatternList: []string{"*"}, CountType: "imageCountMoreThan", CountNumber: keep},
 		Action:       map[string]string{"type": "expire"},
 	}}})
 	return string(b), err
