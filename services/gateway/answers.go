@@ -36,6 +36,16 @@ func errorAnswer(err error) (status int, detail, challenge string) {
 	return status, detail, challenge
 }
 
+// appendForwardedFor appends the X-Forwarded-For value the gateway sends upstream: the chain it
+// received followed by the peer's address when the peer is one of the trusted proxies, else the
+// peer's address alone (what an untrusted client says of its own hops is not passed on).
+func appendForwardedFor(b []byte, peer netip.Addr, inbound []byte, trusted []netip.Prefix) []byte {
+	if len(inbound) > 0 && isTrusted(peer, trusted) {
+		b = append(append(b, inbound...), ", "...)
+	}
+	return peer.AppendTo(b)
+}
+
 // realClientIP is remote, or, when remote is one of the trusted proxies, the last address of
 // X-Forwarded-For that is not: each trusted proxy appended the address it saw, and anything
 // before the first untrusted hop is the client's to invent.

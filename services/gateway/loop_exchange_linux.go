@@ -70,6 +70,7 @@ type exchange struct {
 	claims *jwtauth.Claims
 	limits limitAnswer
 	status int
+	client netip.Addr // the client's address: the peer's, or X-Forwarded-For's from TRUSTED_PROXIES
 
 	waiting     bool // off the loop: a token being verified or a limit decided in Redis
 	headDropped bool
@@ -396,8 +397,9 @@ func (l *loop) start(c *clientConn) {
 		ex.query = string(query)
 	}
 	ex.upgrade = upgrade
+	ex.client = realClientIP(c.remote, joinedField(h, "X-Forwarded-For"), l.e.trusted)
 	c.ex = ex
-	if id := h.Get("X-Request-Id"); len(id) > 0 && len(id) <= 128 {
+	if id := h.Get("X-Request-Id"); len(id) > 0 && len(id) <= web.MaxRequestIDLen {
 		ex.id = string(id)
 	} else {
 		ex.id = newRequestID()
@@ -569,7 +571,7 @@ func (l *loop) limit(ex *exchange) {
 	if l.e.g.apiKey != "" {
 		apiKey = string(h.Get(l.e.g.apiKey))
 	}
-	ip := realClientIP(ex.c.remote, h.Get("X-Forwarded-For"), l.e.trusted)
+	ip := ex.client
 	if l.e.local != nil {
 		a, err := l.e.g.decide(ex.ctx, r, ex.claims, ip, apiKey)
 		l.limited(ex, a, err)
@@ -1303,14 +1305,11 @@ func (l *loop) upstreamHead(ex *exchange, b []byte) []byte {
 	b = append(b, lu.host...)
 	b = append(b, "\r\n"...)
 	named := connectionNamed(h.Fields)
-	var xff, host []byte
+	var host []byte
 	for _, f := range h.Fields {
 		switch {
 		case len(f.Name) == len("X-Forwarded-For") && bytes.EqualFold(f.Name, []byte("X-Forwarded-For")):
-			if xff == nil {
-				xff = f.Value
-			}
-			continue
+			continue // joined below, every field of it
 		case len(f.Name) == len("Host") && bytes.EqualFold(f.Name, []byte("Host")):
 			host = f.Value
 			continue
@@ -1330,10 +1329,7 @@ func (l *loop) upstreamHead(ex *exchange, b []byte) []byte {
 		}
 	}
 	b = append(b, "X-Forwarded-For: "...)
-	if len(xff) > 0 {
-		b = append(append(b, xff...), ", "...)
-	}
-	b = ex.c.remote.AppendTo(b)
+	b = appendForwardedFor(b, ex.c.remote, joinedField(h, "X-Forwarded-For"), l.e.trusted)
 	b = append(b, "\r\nX-Forwarded-Proto: http\r\n"...) // the public port is plain HTTP behind the load balancer
 	if len(host) > 0 {
 		b = appendField(b, []byte("X-Forwarded-Host"), host)
@@ -1369,6 +1365,27 @@ func (l *loop) upstreamHead(ex *exchange, b []byte) []byte {
 		b = fw.b
 	}
 	return append(b, "\r\n"...)
+}
+
+// joinedField is the values of every field named name, joined with ", " as one list (RFC 9110
+// §5.3), or nil; a single field's value is returned as it is.
+func joinedField(h *h1.Head, name string) []byte {
+	var v []byte
+	n := 0
+	for _, f := range h.Fields {
+		if !equalFoldString(f.Name, name) {
+			continue
+		}
+		if n++; n == 1 {
+			v = f.Value
+			continue
+		}
+		if n == 2 {
+			v = append([]byte(nil), v...)
+		}
+		v = append(append(v, ", "...), f.Value...)
+	}
+	return v
 }
 
 // headCarrier lets the trace-context propagator read a request head.
@@ -1459,7 +1476,7 @@ func (l *loop) logRequest(ex *exchange, route string, status int) {
 	if !logger.Enabled(ex.ctx, level) {
 		return
 	}
-	ip := ex.c.remote
+	ip := ex.client
 	logger.LogAttrs(ex.ctx, level, "request", slog.String("request_id", ex.id), slog.String("method", ex.method), slog.String("path", ex.path),
 		slog.String("route", route), slog.Int("status", status), slog.Duration("latency", time.Since(ex.start)),
 		slog.String("remote_ip", ip.String()), slog.String("engine", "loop"))

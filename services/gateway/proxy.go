@@ -55,6 +55,7 @@ type Gateway struct {
 	upstreams *upstreamTransport
 	guard     *guard // reads the net/http engine's connections (guard.go)
 	limits    clientLimits
+	trusted   []netip.Prefix // TRUSTED_PROXIES
 }
 
 type ctxKey struct{}
@@ -247,6 +248,9 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.Host = target.Host
 	pr.Out.Trailer = nil // a request's trailer fields end at the gateway
 	pr.SetXForwarded()
+	if peer, err := netip.ParseAddrPort(pr.In.RemoteAddr); err == nil { // the loops' rule: appendForwardedFor
+		pr.Out.Header.Set("X-Forwarded-For", string(appendForwardedFor(nil, peer.Addr().Unmap(), []byte(strings.Join(pr.In.Header.Values("X-Forwarded-For"), ", ")), g.trusted)))
+	}
 	for _, h := range f.route.Request.Remove {
 		pr.Out.Header.Del(h)
 	}

@@ -143,6 +143,7 @@ func newServer(ctx context.Context, cfg Config, logger *slog.Logger) (*web.Serve
 		limitHead: map[string][]byte{},
 		guard:     guard,
 		limits:    limits,
+		trusted:   cfg.TrustedProxies,
 	}
 	guard.timeouts = g.metrics.clientTimeouts
 	g.upstreams = upstreams

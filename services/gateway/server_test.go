@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -71,6 +72,37 @@ func startGateway(t testing.TB, routes string, env map[string]string) gatewayFix
 // testEngineVar makes startGateway run another engine (TestLoopEngine sets it).
 const testEngineVar = "GATEWAY_TEST_ENGINE"
 
+// testLogs holds, by test, where the gateways a test starts write their logs (captureLogs);
+// without one they write nowhere.
+var testLogs sync.Map
+
+// captureLogs makes the gateways t starts write their JSON log lines to the returned buffer.
+func captureLogs(t testing.TB) *lockedLog {
+	l := &lockedLog{}
+	testLogs.Store(t, l)
+	t.Cleanup(func() { testLogs.Delete(t) })
+	return l
+}
+
+// lockedLog is a log buffer written by the gateway's goroutines and read by the test.
+type lockedLog struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b = append(l.b, p...)
+	return len(p), nil
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return string(l.b)
+}
+
 // testServer is what Run builds before it serves an engine, from env.
 type testServer struct {
 	cfg     Config
@@ -86,7 +118,11 @@ func newTestServer(t testing.TB, env map[string]string) testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var logs io.Writer = io.Discard
+	if w, ok := testLogs.Load(t); ok {
+		logs = w.(io.Writer)
+	}
+	logger := slog.New(slog.NewJSONHandler(logs, nil))
 	srv, g, release, err := newServer(context.Background(), cfg, logger)
 	if err != nil {
 		t.Fatal(err)

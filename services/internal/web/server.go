@@ -50,6 +50,9 @@ type check struct {
 	fn   func(context.Context) error
 }
 
+// MaxRequestIDLen is the longest X-Request-Id taken from a caller; a longer one is replaced.
+const MaxRequestIDLen = 128
+
 // Option changes how New builds the server.
 type Option func(*options)
 
@@ -109,6 +112,16 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) *Server {
 		return func(c echo.Context) error {
 			if s.draining.Load() {
 				c.Response().Header().Set(echo.HeaderConnection, "close")
+			}
+			return next(c)
+		}
+	})
+	e.Use(func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			// A caller's request id goes into every log line and upstream: a long one is
+			// replaced, as if none had been sent.
+			if len(c.Request().Header.Get(echo.HeaderXRequestID)) > MaxRequestIDLen {
+				c.Request().Header.Del(echo.HeaderXRequestID)
 			}
 			return next(c)
 		}

@@ -144,6 +144,22 @@ func TestRequestIDIsPropagated(t *testing.T) {
 	}
 }
 
+// TestLongRequestIDsAreReplaced: a caller's id goes into every log line and upstream, so one
+// longer than MaxRequestIDLen is replaced by a new one, as if none had been sent.
+func TestLongRequestIDsAreReplaced(t *testing.T) {
+	_, base := newServer(t)
+	for _, tt := range []struct {
+		id   string
+		kept bool
+	}{{strings.Repeat("a", web.MaxRequestIDLen), true}, {strings.Repeat("a", web.MaxRequestIDLen+1), false}} {
+		r := webtest.Do(t, "GET", base+"/forbidden", nil, echo.HeaderXRequestID, tt.id)
+		got := r.Header.Get(echo.HeaderXRequestID)
+		if (got == tt.id) != tt.kept || got == "" {
+			t.Errorf("X-Request-Id of %d bytes answered with %q, want kept %v (else a new one)", len(tt.id), got, tt.kept)
+		}
+	}
+}
+
 func TestMetricsCountByRouteAndStatus(t *testing.T) {
 	_, base := newServer(t)
 	for i := 0; i < 3; i++ {
