@@ -3,6 +3,7 @@ package gateway
 import (
 	"fmt"
 	"strings"
+	"testing"
 )
 
 // The suite's cases, by family. They come from RFC 9112 (message framing, §2–§7), RFC 9110
@@ -488,5 +489,36 @@ func halfCloseFamily() []rawCase {
 		{family: f, name: "a chunked body cut short", send: withChunks("/pub/§/a", "Transfer-Encoding: chunked\r\n", "5\r\nhe"), closed: true, halfClose: true},
 		{family: f, name: "a head cut short", send: "POST /pub/§/a HTTP/1.1\r\nHost: x\r\nContent-Len", closed: true, halfClose: true},
 		{family: f, name: "a request line cut short", send: "POST /pub/§/a HT", closed: true, halfClose: true},
+	}
+}
+
+// TestSmugglingCasesAreWellFormed checks the table itself, so that a case cannot pass for the
+// wrong reason: names are unique, a refusal expects nothing upstream, and the bytes of a case
+// whose requests must reach the upstream frame, read strictly, as at least that many whole
+// requests (a Content-Length computed for the wrong tag width would not).
+func TestSmugglingCasesAreWellFormed(t *testing.T) {
+	names := map[string]bool{}
+	for i, c := range smugglingCases() {
+		name := c.family + "/" + c.name
+		if names[name] {
+			t.Errorf("%s: two cases of that name", name)
+		}
+		names[name] = true
+		if len(c.answers) == 0 && !c.halfClose {
+			t.Errorf("%s: no answer expected of a client that stays", name)
+		}
+		if len(c.answers) == 1 && c.answers[0] >= 400 && c.closed && len(c.upstream) > 0 {
+			t.Errorf("%s: a refusal that expects %v upstream", name, c.upstream)
+		}
+		if len(c.upstream) == 0 || c.tunnel != "" {
+			continue
+		}
+		send := strings.ReplaceAll(c.send, "§", caseTag(i))
+		if strings.HasPrefix(send, "GET http") || strings.Contains(send, " HTTP/1.0\r\n") {
+			continue // absolute form and HTTP/1.0 are h1's to refuse only as targets of the loop
+		}
+		if n, err := strictCount([]byte(send)); n < len(c.upstream) {
+			t.Errorf("%s: its bytes frame as %d whole requests (%v), fewer than the %d it expects upstream", name, n, err, len(c.upstream))
+		}
 	}
 }
