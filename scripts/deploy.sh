@@ -14,6 +14,8 @@ IMAGE_TAG=${IMAGE_TAG:-$(git rev-parse HEAD)}
 for tool in pulumi aws docker; do
   command -v "$tool" >/dev/null || { echo "deploy: $tool is not installed (README: Deploying for real, prerequisites)" >&2; exit 1; }
 done
+# A CLI or analyzer too old for the policy pack would pass every rule without reading it.
+bash scripts/pulumi-preflight.sh
 up() { pulumi up --yes --stack "$STACK" --policy-pack ./policies "$@"; }
 
 pulumi stack select --create "$STACK"

@@ -46,6 +46,14 @@ var APIServices = []string{"users", "products", "orders"}
 // StageName is the API Gateway stage.
 const StageName = "v1"
 
+// How the caller's address reaches the gateway: API Gateway writes the TCP source of the
+// caller's connection into this header of every integration request, and the gateway believes
+// the header only when it comes through the pod's sidecar (SidecarInboundSources).
+const (
+	ClientAddressHeader = "X-Forwarded-For"
+	ClientAddressSource = "context.identity.sourceIp"
+)
+
 // NewEdge creates the NLB and the REST API in front of it.
 func NewEdge(ctx *pulumi.Context, name string, args EdgeArgs, opts ...pulumi.ResourceOption) (*Edge, error) {
 	e := &Edge{}
@@ -145,9 +153,19 @@ func NewEdge(ctx *pulumi.Context, name string, args EdgeArgs, opts ...pulumi.Res
 			ConnectionType: pulumi.String("VPC_LINK"), ConnectionId: link.ID(),
 			TimeoutMilliseconds: pulumi.Int(29000),
 		}
+		// The caller's address reaches the gateway in X-Forwarded-For, set from the TCP source of
+		// the caller's connection to the regional endpoint, which a client cannot choose (API
+		// Gateway developer guide: "Parameter mapping source reference for REST APIs", context
+		// variables, for proxy integrations too; "Variables for data transformations",
+		// $context.identity.sourceIp). The NLB and the sidecar add nothing to it, and the gateway
+		// believes it only from the sidecar's address (ClientAddressHeader, TRUSTED_PROXIES).
+		in.RequestParameters = pulumi.StringMap{"integration.request.header." + ClientAddressHeader: pulumi.String(ClientAddressSource)}
 		if proxy {
 			m.RequestParameters = pulumi.BoolMap{"method.request.path.proxy": pulumi.Bool(true)}
-			in.RequestParameters = pulumi.StringMap{"integration.request.path.proxy": pulumi.String("method.request.path.proxy")}
+			in.RequestParameters = pulumi.StringMap{
+				"integration.request.path.proxy":                    pulumi.String("method.request.path.proxy"),
+				"integration.request.header." + ClientAddressHeader: pulumi.String(ClientAddressSource),
+			}
 		}
 		method, err := apigateway.NewMethod(ctx, resName, m, parent)
 		if err != nil {
@@ -164,8 +182,9 @@ func NewEdge(ctx *pulumi.Context, name string, args EdgeArgs, opts ...pulumi.Res
 			"method": method.ID(), "integration": integration.ID(), "verb": pulumi.String(verb), "uri": in.Uri,
 			"type": in.Type, "connection": in.ConnectionId, "timeout": in.TimeoutMilliseconds, "authorization": m.Authorization,
 		}
+		spec["integrationParameters"] = in.RequestParameters
 		if proxy {
-			spec["methodParameters"], spec["integrationParameters"] = m.RequestParameters, in.RequestParameters
+			spec["methodParameters"] = m.RequestParameters
 		}
 		routeIDs = append(routeIDs, pulumi.JSONMarshal(spec))
 		return nil

@@ -59,6 +59,19 @@ func TestEdge(t *testing.T) {
 				t.Errorf("integration %s = %v, want HTTP_PROXY over the VPC link to the NLB", in.Name, in.Inputs)
 			}
 		}
+		// The caller's address: API Gateway sets it from the connection, the gateway believes it
+		// from its sidecar alone.
+		for _, in := range integrations {
+			params, _ := in.Inputs["requestParameters"].(map[string]any)
+			if got := params["integration.request.header."+ClientAddressHeader]; got != ClientAddressSource {
+				t.Errorf("integration %s maps %s from %v, want %s: otherwise the caller's own header, or none, reaches the gateway",
+					in.Name, ClientAddressHeader, got, ClientAddressSource)
+			}
+		}
+		gatewayEnv := named(t, p, "kubernetes:core/v1:ConfigMap", "gateway").Inputs["data"].(map[string]any)
+		if got := gatewayEnv["TRUSTED_PROXIES"]; got != strings.Join(SidecarInboundSources, ",") {
+			t.Errorf("gateway TRUSTED_PROXIES = %v, want the sidecar's inbound addresses %v only", got, SidecarInboundSources)
+		}
 		deployment := one(t, p, "aws:apigateway/deployment:Deployment")
 		if trigger, _ := at(deployment.Inputs, "triggers.redeployment").(string); trigger != routeHash(t, p) {
 			t.Errorf("deployment trigger = %v, want the hash of every route's method, integration, URI, type, VPC link, timeout and parameters", trigger)
@@ -149,7 +162,10 @@ func routeHash(t *testing.T, p *Plan) string {
 			"authorization": m.Inputs["authorization"],
 		}
 		if in.Inputs["requestParameters"] != nil {
-			spec["methodParameters"], spec["integrationParameters"] = m.Inputs["requestParameters"], in.Inputs["requestParameters"]
+			spec["integrationParameters"] = in.Inputs["requestParameters"]
+		}
+		if m.Inputs["requestParameters"] != nil {
+			spec["methodParameters"] = m.Inputs["requestParameters"]
 		}
 		b, err := json.Marshal(spec)
 		if err != nil {

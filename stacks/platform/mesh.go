@@ -42,6 +42,12 @@ var Callers = map[string][]string{
 // ContainerPort is the port every service listens on in the cluster.
 const ContainerPort = 8080
 
+// SidecarInboundSources are the addresses Istio's sidecar connects to the application from, for
+// every inbound connection (istio/istio, pilot/pkg/networking/util: InboundPassthroughBindIpv4
+// and Ipv6). Its inbound HTTP listener does not use the remote address (useRemoteAddress false in
+// the sidecar's inbound options), so it leaves X-Forwarded-For as it came.
+var SidecarInboundSources = []string{"127.0.0.6/32", "::6/128"}
+
 const istioRepo = "https://istio-release.storage.googleapis.com/charts"
 
 // NewMesh installs Istio and the mesh security policy.

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"path"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/ecr"
@@ -98,6 +99,11 @@ func NewWorkloads(ctx *pulumi.Context, name string, args WorkloadsArgs, opts ...
 			// In the cluster the upstreams are plain HTTP (the mesh does mutual TLS), so the
 			// event loops serve every proxied request themselves.
 			env["GATEWAY_ENGINE"] = pulumi.String(cfg.GatewayEngine)
+			// Every connection reaches the gateway through its sidecar, from the sidecar's own
+			// address; only the NLB reaches the sidecar (allow-gateway), and only API Gateway's
+			// VPC link reaches the NLB. So X-Forwarded-For, which API Gateway sets (edge.go), is
+			// believed from that address and from no other.
+			env["TRUSTED_PROXIES"] = pulumi.String(strings.Join(SidecarInboundSources, ","))
 			// One rate limit across every replica: the Valkey cache, over TLS, as a user that
 			// authenticates with the pod's IAM role (no password anywhere).
 			role, err := cacheClient(ctx, args, ns, svc, parent)
