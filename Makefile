@@ -12,7 +12,7 @@ ACTIONLINT  ?= github.com/rhysd/actionlint/cmd/actionlint@v1.7.7
 # The Dockerfile linter of Docker's VS Code extension, from the npm registry (needs Node.js).
 DOCKERFILE_LINT ?= dockerfile-utils@0.16.3
 
-.PHONY: run test test-services lint build plan policy images push deploy tunnel destroy bench-gateway bench-login scenario-faults help
+.PHONY: run test test-services lint build plan policy rehearse images push deploy tunnel destroy bench-gateway bench-login scenario-faults help
 
 help:
 	@echo "make run    start the gateway (:8080), users, products and orders locally (in memory; nothing to install)"
@@ -22,6 +22,7 @@ help:
 	@echo "make build  build the service binaries and the shopmesh CLI into bin/"
 	@echo "make plan   STACK=dev|prod: the Pulumi program's resources for a stack, offline"
 	@echo "make policy STACK=dev|prod: the policy pack on that offline plan; fails on a mandatory violation"
+	@echo "make rehearse STACK=dev|prod: run what the stack renders on this machine behind stand-ins of AWS and Istio (DATABASE_URL, REDIS_URL)"
 	@echo "make images build every service image for $(PLATFORMS) with docker buildx (needs Docker)"
 	@echo "make push   STACK=dev|prod: build and push the images to that stack's ECR repositories, tagged IMAGE_TAG"
 	@echo "make deploy STACK=dev|prod: first or later deploy: infrastructure, images, API tunnel, pulumi up (see README)"
@@ -41,7 +42,7 @@ test:
 
 # What a change to a service needs: every package that does not link the Pulumi SDKs.
 test-services:
-	$(GO) test -count=1 ./api/... ./services/... ./cmd/localshop/... ./bench/...
+	$(GO) test -count=1 ./api/... ./services/... ./cmd/localshop/... ./bench/... ./rehearsal/...
 
 lint:
 	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
@@ -62,6 +63,10 @@ plan:
 
 policy:
 	$(GO) run ./cmd/shopmesh policy check --stack $(STACK)
+
+# Builds the service binaries, then runs them with the stack's rendered configuration.
+rehearse:
+	$(GO) run ./cmd/shopmesh rehearse --stack $(STACK)
 
 # Multi-architecture images need Docker with buildx; nothing here runs without it.
 images:

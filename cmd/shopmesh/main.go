@@ -34,6 +34,7 @@ commands:
   scenario faults: order traffic through crashes and outages, and the invariants after each (PostgreSQL and Redis)
   certs   init|issue|show: the platform CA and workload certificates (SPIFFE identities)
   policy  check --stack dev|prod | FILE: the policy pack on a plan, preview or export; list: the rules
+  rehearse --stack dev|prod: run what the stack renders on this machine, behind stand-ins of AWS and Istio (DATABASE_URL, REDIS_URL)
   help    show this text
 `
 
@@ -55,6 +56,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return runPolicy(ctx, args[2:], os.Stdin, stdout)
 	case "scenario":
 		return runScenario(ctx, args[2:], getenv, stdout)
+	case "rehearse":
+		return runRehearse(ctx, args[2:], getenv, stdout)
 	case serviceCommand: // the fault scenario's service processes
 		return runService(ctx, args[2:], getenv, stdout)
 	case "help", "-h", "--help":
