@@ -88,8 +88,10 @@ func TestRehearsal(t *testing.T) {
 			}
 		}, []string{"fresh address", "context.identity.sourceIp"}},
 		{"reservations shorter than the confirmation margin", []string{"order"}, func(t *testing.T, s *rehearsal.Stack) {
+			// Products' setting, which orders reads too to check the pair.
+			workload(t, s, "products").Env["RESERVATION_TTL"] = "20s"
 			workload(t, s, "orders").Env["RESERVATION_TTL"] = "20s"
-		}, []string{"orders-0 exited before it was ready", "RESERVATION_TTL", "CONFIRM_MARGIN"}},
+		}, []string{"products-0 exited before it was ready", "RESERVATION_TTL", "CONFIRM_MARGIN"}},
 	} {
 		t.Run("fails when "+tt.name, func(t *testing.T) {
 			s := rehearsalStack(t, "dev")
