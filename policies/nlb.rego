@@ -1,4 +1,4 @@
-# Network load balancer: internal only; deletion protection in prod.
+# Network load balancer: internal only, behind a security group; deletion protection in prod.
 package shopmesh
 
 import rego.v1
@@ -29,4 +29,18 @@ deny_nlb_deletion_protection_prod contains msg if {
 	is_prod
 	not truthy(object.get(input, "enableDeletionProtection", false))
 	msg := sprintf("%s: the prod load balancer has no deletion protection", [input.__name])
+}
+
+# METADATA
+# title: The NLB has a security group
+# description: Without one, anything in the VPC reaches the NLB's listeners, past API Gateway's throttles and WAF; and a group cannot be added to an NLB created without one.
+# custom:
+#   id: SHOP-NLB-003
+#   severity: high
+#   remediation: Create the network load balancer with securityGroups (no inbound rule; for a VPC link, enforceSecurityGroupInboundRulesOnPrivateLinkTraffic off), and let its targets admit that group.
+deny_nlb_security_group contains msg if {
+	input.__type in {"aws:lb/loadBalancer:LoadBalancer", "aws:alb/loadBalancer:LoadBalancer"}
+	object.get(input, "loadBalancerType", "application") == "network"
+	count(object.get(input, "securityGroups", [])) == 0
+	msg := sprintf("%s: the network load balancer has no security group: anything in the VPC reaches it", [input.__name])
 }

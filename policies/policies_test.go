@@ -218,6 +218,8 @@ var cases = []struct {
 	{"SHOP-APIGW-005", drop("aws:wafv2/webAclAssociation:WebAclAssociation", ""), nil},
 	{"SHOP-NLB-001", set(nlb, "", "internal", false), nil},
 	{"SHOP-NLB-002", set(nlb, "", "enableDeletionProtection", false), nil},
+	{"SHOP-NLB-003", set(nlb, "", "securityGroups", nil), nil},
+	{"SHOP-NLB-003", set(nlb, "", "securityGroups", []any{}), nil},
 	{"SHOP-KMS-001", set("aws:kms/key:Key", "", "enableKeyRotation", false), nil},
 	{"SHOP-TAG-001", set(rds, "", "tags.project", nil), nil},
 	{"SHOP-TAG-002", set(nlb, "", "tags.environment", "staging"), nil},

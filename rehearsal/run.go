@@ -34,6 +34,9 @@ type Options struct {
 	HealthScale float64
 }
 
+// passwordGroup is the role whose members the test PostgreSQL authenticates by password.
+const passwordGroup = "shopmesh_password_auth"
+
 // Scenarios are the checks a rehearsal runs through the front, in order.
 var Scenarios = []string{"order", "shared-limit", "client-address", "cache-outage", "rollout"}
 
@@ -190,7 +193,11 @@ func (r *rehearsal) engines(ctx context.Context) error {
 	defer admin.Close(ctx)
 	for _, q := range []string{
 		"DROP DATABASE IF EXISTS " + r.db + " WITH (FORCE)", "DROP ROLE IF EXISTS " + r.dbRole,
-		"CREATE ROLE " + r.dbRole + " LOGIN PASSWORD '" + r.dbPassword + "'", "CREATE DATABASE " + r.db + " OWNER " + r.dbRole,
+		// Members of this group must give their password where the server trusts 127.0.0.1
+		// otherwise (scripts/test-postgres.sh adds the pg_hba.conf rule).
+		"DO $$ BEGIN CREATE ROLE " + passwordGroup + " NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+		"CREATE ROLE " + r.dbRole + " LOGIN IN ROLE " + passwordGroup + " PASSWORD '" + r.dbPassword + "'",
+		"CREATE DATABASE " + r.db + " OWNER " + r.dbRole,
 	} {
 		if _, err := admin.Exec(ctx, q); err != nil {
 			return fmt.Errorf("PostgreSQL: %s: %w", strings.SplitN(q, " PASSWORD", 2)[0], err)
@@ -205,8 +212,15 @@ func (r *rehearsal) engines(ctx context.Context) error {
 		_, _ = c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+r.db+" WITH (FORCE)")
 		_, _ = c.Exec(context.Background(), "DROP ROLE IF EXISTS "+r.dbRole)
 	})
-	fmt.Fprintf(r.out, "  PostgreSQL %s: database %s owned by login %s (the RDS master user; its password only in the Secrets Manager stand-in)\n",
-		r.pgAdmin.Host, r.db, r.dbRole)
+	checked := "the server checks it"
+	wrong := *r.pgAdmin
+	wrong.User, wrong.Path = url.UserPassword(r.dbRole, "not-"+r.dbPassword), "/"+r.db
+	if c, err := pgx.Connect(ctx, wrong.String()); err == nil {
+		c.Close(ctx)
+		checked = "NOT checked: the server trusts 127.0.0.1 for it (scripts/test-postgres.sh adds a rule for " + passwordGroup + ")"
+	}
+	fmt.Fprintf(r.out, "  PostgreSQL %s: database %s owned by login %s (the RDS master user; its password only in the Secrets Manager stand-in; %s)\n",
+		r.pgAdmin.Host, r.db, r.dbRole, checked)
 
 	opt, err := redis.ParseURL(r.o.Redis)
 	if err != nil {

@@ -62,6 +62,30 @@ func NewEdge(ctx *pulumi.Context, name string, args EdgeArgs, opts ...pulumi.Res
 	}
 	cfg, parent := args.Config, pulumi.Parent(e)
 
+	// Only API Gateway's VPC link reaches the NLB. Its security group admits nothing inbound,
+	// and the link's PrivateLink traffic is exempt from inbound rules (ELB guide, "Update the
+	// security groups for your Network Load Balancer": "Enforce inbound rules on PrivateLink
+	// traffic" off), so a node or a pod elsewhere in the VPC cannot reach the gateway past API
+	// Gateway's throttles and WAF. Health checks obey outbound rules only: the group may reach
+	// the pods' port in the VPC and nothing else.
+	nlbGroup, err := ec2.NewSecurityGroup(ctx, name+"-nlb", &ec2.SecurityGroupArgs{
+		Name:        pulumi.String(cfg.Name("nlb")),
+		Description: pulumi.String("gateway NLB: reached through API Gateway's VPC link only"),
+		VpcId:       args.Network.VpcID,
+		Ingress:     ec2.SecurityGroupIngressArray{},
+		Egress: ec2.SecurityGroupEgressArray{ec2.SecurityGroupEgressArgs{
+			Description: pulumi.String("to the gateway pods and their health checks"),
+			Protocol:    pulumi.String("tcp"),
+			FromPort:    pulumi.Int(ContainerPort),
+			ToPort:      pulumi.Int(ContainerPort),
+			CidrBlocks:  pulumi.StringArray{pulumi.String(args.Network.VpcCidr)},
+		}},
+		Tags: cfg.Tags("nlb"),
+	}, parent)
+	if err != nil {
+		return nil, err
+	}
+
 	var mappings lb.LoadBalancerSubnetMappingArray
 	for i, address := range args.Network.LoadBalancerAddresses {
 		mappings = append(mappings, lb.LoadBalancerSubnetMappingArgs{
@@ -75,8 +99,12 @@ func NewEdge(ctx *pulumi.Context, name string, args EdgeArgs, opts ...pulumi.Res
 		SubnetMappings:               mappings,
 		EnableCrossZoneLoadBalancing: pulumi.Bool(true),
 		EnableDeletionProtection:     pulumi.Bool(cfg.Prod()),
-		Tags:                         cfg.Tags("nlb"),
-	}, parent, pulumi.DependsOn(args.Network.Reservations))
+		SecurityGroups:               pulumi.StringArray{nlbGroup.ID()},
+		EnforceSecurityGroupInboundRulesOnPrivateLinkTraffic: pulumi.String("off"),
+		Tags: cfg.Tags("nlb"),
+		// A replacement (an NLB created without a security group can never get one) must go
+		// first: the new one takes the same name and the same reserved addresses.
+	}, parent, pulumi.DependsOn(args.Network.Reservations), pulumi.DeleteBeforeReplace(true))
 	if err != nil {
 		return nil, err
 	}
@@ -108,20 +136,17 @@ func NewEdge(ctx *pulumi.Context, name string, args EdgeArgs, opts ...pulumi.Res
 	}, parent); err != nil {
 		return nil, err
 	}
-	// The NLB forwards and health-checks from its private addresses to the pods, which carry
-	// the cluster security group.
-	var nlbCidrs pulumi.StringArray
-	for _, a := range args.Network.LoadBalancerAddresses {
-		nlbCidrs = append(nlbCidrs, pulumi.String(a+"/32"))
-	}
+	// The NLB forwards and health-checks to the pods, which carry the cluster security group:
+	// that group admits the NLB's group, not an address range (ELB guide, same page: "Accept
+	// traffic only from the Network Load Balancer").
 	if _, err := ec2.NewSecurityGroupRule(ctx, name+"-nlb-to-gateway", &ec2.SecurityGroupRuleArgs{
-		Type:            pulumi.String("ingress"),
-		Description:     pulumi.String("NLB to gateway pods"),
-		SecurityGroupId: args.Cluster.SecurityGroupID,
-		Protocol:        pulumi.String("tcp"),
-		FromPort:        pulumi.Int(ContainerPort),
-		ToPort:          pulumi.Int(ContainerPort),
-		CidrBlocks:      nlbCidrs,
+		Type:                  pulumi.String("ingress"),
+		Description:           pulumi.String("NLB to gateway pods"),
+		SecurityGroupId:       args.Cluster.SecurityGroupID,
+		Protocol:              pulumi.String("tcp"),
+		FromPort:              pulumi.Int(ContainerPort),
+		ToPort:                pulumi.Int(ContainerPort),
+		SourceSecurityGroupId: nlbGroup.ID(),
 	}, parent); err != nil {
 		return nil, err
 	}

@@ -45,9 +45,24 @@ func TestEdge(t *testing.T) {
 			tg.Inputs["preserveClientIp"] != "false" {
 			t.Errorf("target group = %v, want IP targets on the container port, /healthz, the NLB's own source addresses", tg.Inputs)
 		}
+		// The NLB has a group that admits nothing but the VPC link's PrivateLink traffic, and
+		// the pods admit that group, no address range.
+		group := named(t, p, "aws:ec2/securityGroup:SecurityGroup", "edge-nlb")
+		if groups := asStrings(nlb.Inputs["securityGroups"]); !reflect.DeepEqual(groups, []string{group.Name + "-id"}) ||
+			nlb.Inputs["enforceSecurityGroupInboundRulesOnPrivateLinkTraffic"] != "off" {
+			t.Errorf("NLB security groups %v, PrivateLink enforcement %v: want its own group, and the VPC link's traffic exempt from its inbound rules",
+				groups, nlb.Inputs["enforceSecurityGroupInboundRulesOnPrivateLinkTraffic"])
+		}
+		if in, _ := group.Inputs["ingress"].([]any); len(in) != 0 {
+			t.Errorf("the NLB's group admits %v: anything in the VPC would reach the gateway past API Gateway", in)
+		}
+		if out, _ := group.Inputs["egress"].([]any); len(out) != 1 || at(out[0], "fromPort") != float64(ContainerPort) ||
+			!reflect.DeepEqual(asStrings(at(out[0], "cidrBlocks")), asStrings(one(t, p, "aws:ec2/vpc:Vpc").Inputs["cidrBlock"])) {
+			t.Errorf("the NLB's group may reach %v, want the pods' port %d in the VPC only", out, ContainerPort)
+		}
 		rule := named(t, p, "aws:ec2/securityGroupRule:SecurityGroupRule", "edge-nlb-to-gateway")
-		if got := asStrings(rule.Inputs["cidrBlocks"]); !reflect.DeepEqual(got, slash32(addresses)) {
-			t.Errorf("NLB-to-gateway security group rule admits %v, want only the NLB's %v", got, slash32(addresses))
+		if rule.Inputs["sourceSecurityGroupId"] != group.Name+"-id" || rule.Inputs["cidrBlocks"] != nil {
+			t.Errorf("NLB-to-gateway rule admits %v / %v, want the NLB's group alone", rule.Inputs["sourceSecurityGroupId"], rule.Inputs["cidrBlocks"])
 		}
 
 		integrations := p.ByType("aws:apigateway/integration:Integration")
@@ -134,13 +149,6 @@ func TestEdge(t *testing.T) {
 	})
 }
 
-func slash32(addresses []string) []string {
-	var out []string
-	for _, a := range addresses {
-		out = append(out, a+"/32")
-	}
-	return out
-}
 
 // routeHash recomputes the deployment trigger from the plan: the sha256 of the JSON list of each
 // route's method and integration IDs and the integration inputs the stage serves.
