@@ -149,7 +149,6 @@ func TestEdge(t *testing.T) {
 	})
 }
 
-
 // routeHash recomputes the deployment trigger from the plan: the sha256 of the JSON list of each
 // route's method and integration IDs and the integration inputs the stage serves.
 func routeHash(t *testing.T, p *Plan) string {
