@@ -45,10 +45,21 @@ else
   start
 fi
 # The SSM agent on a new instance takes a minute or two to register; the session fails until then.
+# answers_as_stack: the port's TLS server proves it is this stack's API server (its certificate
+# chains to this cluster's CA), not another stack's tunnel holding the same port.
+answers_as_stack() {
+  local ca=.shopmesh/ca-$stack.pem
+  sed -n 's/.*"\{0,1\}certificate-authority-data"\{0,1\}: *"\{0,1\}\([A-Za-z0-9+/=]*\)"\{0,1\}.*/\1/p' ".shopmesh/kubeconfig-$stack" | head -n1 | base64 -d >"$ca" 2>/dev/null || return 1
+  curl -s -o /dev/null --max-time 10 --cacert "$ca" --connect-to "$host:443:127.0.0.1:$port" "https://$host/version"
+}
 for _ in $(seq 1 90); do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     pulumi stack output kubeconfig --show-secrets --stack "$stack" >".shopmesh/kubeconfig-$stack"
     chmod 600 ".shopmesh/kubeconfig-$stack"
+    if ! answers_as_stack; then
+      echo "api-tunnel: 127.0.0.1:$port answers, but not as stack $stack's API server ($host): another stack's tunnel holds the port; close it (scripts/api-tunnel.sh close OTHER) or give the stacks different apiTunnelPort" >&2
+      exit 1
+    fi
     echo "api-tunnel: 127.0.0.1:$port -> $host; kubectl: KUBECONFIG=.shopmesh/kubeconfig-$stack kubectl get nodes"
     exit 0
   fi

@@ -16,12 +16,24 @@ dirty=$(git status --porcelain)
 
 urls=$(pulumi stack output repositoryUrls --json --stack "$STACK") || {
   echo "push: stack $STACK has no repositoryUrls output yet; create the registry first (README: Bootstrapping)"; exit 1; }
-registry=$(echo "$urls" | python3 -c 'import json,sys; print(next(iter(json.load(sys.stdin).values())).split("/")[0])')
+# repository SERVICE: its URL in the output ({"gateway": "<account>.dkr.ecr.<region>.amazonaws.com/…", …}).
+repository() { echo "$urls" | sed -n "s/.*\"$1\": *\"\([^\"]*\)\".*/\1/p" | head -n1; }
+first=$(repository "${SERVICES%% *}")
+[ -n "$first" ] || { echo "push: the stack's repositoryUrls output names no ${SERVICES%% *} repository: $urls" >&2; exit 1; }
+registry=${first%%/*}
 region=$(echo "$registry" | cut -d. -f4)
 aws ecr get-login-password --region "$region" | docker login --username AWS --password-stdin "$registry"
 
+# A multi-platform image can be pushed by a builder of the docker-container driver; Docker
+# Engine's default builder (the docker driver, without the containerd image store) cannot.
+builder=shopmesh
+if ! docker buildx inspect "$builder" >/dev/null 2>&1; then
+  docker buildx create --name "$builder" --driver docker-container --bootstrap >/dev/null
+fi
+
 for svc in $SERVICES; do
-  repo=$(echo "$urls" | python3 -c "import json,sys; print(json.load(sys.stdin)['$svc'])")
+  repo=$(repository "$svc")
+  [ -n "$repo" ] || { echo "push: the stack's repositoryUrls output names no $svc repository" >&2; exit 1; }
   # Tags are immutable: a re-run of the same commit finds its images already there.
   if aws ecr describe-images --region "$region" --repository-name "${repo#*/}" --image-ids imageTag="$IMAGE_TAG" >/dev/null 2>&1; then
     echo "push: $repo:$IMAGE_TAG exists"; continue
@@ -37,6 +49,6 @@ for svc in $SERVICES; do
     echo "      commit them (a new tag) or stash them, then push again." >&2
     exit 1
   fi
-  docker buildx build --platform "$PLATFORMS" --build-arg SERVICE="$svc" --provenance=false \
+  docker buildx build --builder "$builder" --platform "$PLATFORMS" --build-arg SERVICE="$svc" --provenance=false \
     -t "$repo:$IMAGE_TAG" --push .
 done

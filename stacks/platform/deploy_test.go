@@ -362,6 +362,19 @@ func TestClusterAccess(t *testing.T) {
 	}
 }
 
+// TestStacksTunnelOnPortsOfTheirOwn: with one stack's tunnel open, another stack's pulumi up
+// would reach the first stack's cluster through a shared local port.
+func TestStacksTunnelOnPortsOfTheirOwn(t *testing.T) {
+	seen := map[int]string{}
+	for _, stack := range []string{"dev", "prod"} {
+		port := stackConfig(t, stack).ApiTunnelPort
+		if other, ok := seen[port]; ok {
+			t.Errorf("%s and %s both tunnel on 127.0.0.1:%d: set apiTunnelPort apart in Pulumi.%s.yaml", other, stack, port, stack)
+		}
+		seen[port] = stack
+	}
+}
+
 // TestApiTunnel: with kubeApiAccess tunnel the provider talks to 127.0.0.1 and checks the
 // endpoint's real name; the tunnel instance has no way in but SSM; public access uses the
 // endpoint directly and builds no tunnel.
@@ -369,7 +382,7 @@ func TestApiTunnel(t *testing.T) {
 	forStacks(t, func(t *testing.T, p *Plan, cfg Config) {
 		kc := providerKubeconfig(t, p)
 		cluster := at(kc, "clusters.0.cluster").(map[string]any)
-		if cluster["server"] != "https://127.0.0.1:8443" || cluster["tls-server-name"] != "0123456789ABCDEF0123456789ABCDEF.gr7.eu-west-1.eks.amazonaws.com" ||
+		if cluster["server"] != fmt.Sprintf("https://127.0.0.1:%d", cfg.ApiTunnelPort) || cluster["tls-server-name"] != "0123456789ABCDEF0123456789ABCDEF.gr7.eu-west-1.eks.amazonaws.com" ||
 			cluster["certificate-authority-data"] == "" {
 			t.Errorf("provider cluster = %v, want the tunnel's local end checked against the endpoint's name", cluster)
 		}

@@ -64,7 +64,8 @@ func stackConfig(t *testing.T, stack string) Config {
 		LoginPerMinute: atoi("loginPerMinute"), LoginBurst: atoi("loginBurst"), SignupPerMinute: atoi("signupPerMinute"), SignupBurst: atoi("signupBurst"),
 		Alarm5xxPercent: atoi("alarm5xxPercent"), AlarmLatencyP99Ms: atoi("alarmLatencyP99Ms"), AlarmDbCpuPercent: atoi("alarmDbCpuPercent"),
 		AlarmDbFreeStoragePercent: atoi("alarmDbFreeStoragePercent"), AlarmPodRestarts: atoi("alarmPodRestarts"),
-		TraceSamplePercent: atoi("traceSamplePercent"), DbAllocatedStorage: atoi("dbAllocatedStorage"), GatewayEngine: get("gatewayEngine")}
+		TraceSamplePercent: atoi("traceSamplePercent"), DbAllocatedStorage: atoi("dbAllocatedStorage"), GatewayEngine: get("gatewayEngine"),
+		ApiTunnelPort: atoi("apiTunnelPort"), VpcCidr: get("vpcCidr")}
 }
 
 // one returns the single resource of typ, failing otherwise.
