@@ -46,3 +46,49 @@ stack_deny_iam_github_admin contains msg if {
 as_list(x) := x if is_array(x)
 
 as_list(x) := [x] if is_string(x)
+
+# Roles for pull-request previews: trusted by GitHub Actions in a preview-<stack> environment,
+# which any pull request of the repository may run in.
+github_preview contains r if {
+	some r in github_trusted
+	contains(r.assumeRolePolicy, ":environment:preview-")
+}
+
+# Actions that return secret-bearing data: parameter values, log events, image layers and
+# registry tokens, secret values, sampled requests with their headers, plain text from KMS.
+secret_reads := {
+	"ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath", "ssm:GetParameterHistory",
+	"logs:GetLogEvents", "logs:FilterLogEvents", "logs:GetLogRecord", "logs:StartQuery", "logs:GetQueryResults",
+	"ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage", "ecr:GetAuthorizationToken",
+	"secretsmanager:GetSecretValue", "secretsmanager:BatchGetSecretValue",
+	"wafv2:GetSampledRequests", "kms:Decrypt", "rds:DownloadDBLogFilePortion", "eks:AccessKubernetesApi",
+}
+
+# AWS's public parameters (the EKS-optimized AMI's ID) are no secret.
+public_parameters(secret, st) if {
+	startswith(secret, "ssm:GetParameter")
+	every res in as_list(st.Resource) {
+		contains(res, ":parameter/aws/service/")
+	}
+}
+
+# METADATA
+# title: The pull-request preview role reads no secret-bearing data
+# description: Any pull request of the repository runs its preview with this role; parameter values, log events, image layers or secret values it may read are readable by whoever opens a pull request.
+# custom:
+#   id: SHOP-IAM-002
+#   severity: high
+#   remediation: Give the preview role Describe and List actions and the few configuration Get actions a preview needs; ssm:GetParameter only on arn:aws:ssm:*::parameter/aws/service/*.
+stack_deny_iam_preview_secret_reads contains msg if {
+	some r in github_preview
+	some p in input.resources
+	p.__type == "aws:iam/rolePolicy:RolePolicy"
+	p.role in role_refs(r)
+	some st in json.unmarshal(p.policy).Statement
+	object.get(st, "Effect", "Allow") == "Allow"
+	some action in as_list(st.Action)
+	some secret in secret_reads
+	glob.match(lower(action), null, lower(secret))
+	not public_parameters(secret, st)
+	msg := sprintf("%s: the pull-request preview role may %s (%s, in %s): it returns secret-bearing data", [r.__name, secret, action, p.__name])
+}

@@ -253,6 +253,11 @@ var cases = []struct {
 		return add(Resource{URN: "urn:pulumi:prod::shopmesh::aws:iam/rolePolicy:RolePolicy::deploy", Type: "aws:iam/rolePolicy:RolePolicy",
 			Name: "deploy", Properties: map[string]any{"role": "deploy-id", "policy": `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["ec2:*","*"],"Resource":"*"}]}`}})(t, rs)
 	}, nil},
+	{"SHOP-IAM-002", previewMay("ssm:Get*", "*"), nil},
+	{"SHOP-IAM-002", previewMay("ssm:GetParameter", "arn:aws:ssm:eu-west-1:123456789012:parameter/shopmesh/prod/*"), nil},
+	{"SHOP-IAM-002", previewMay("logs:GetLogEvents", "*"), nil},
+	{"SHOP-IAM-002", previewMay("ecr:*", "*"), nil},
+	{"SHOP-IAM-002", previewMay("secretsmanager:GetSecretValue", "*"), nil},
 	{"SHOP-K8S-008", drop("kubernetes:policy/v1:PodDisruptionBudget", ""), nil},
 	{"SHOP-K8S-009", drop("kubernetes:networking.k8s.io/v1:NetworkPolicy", "default-deny"), nil},
 	{"SHOP-ISTIO-001", drop(pa, "PeerAuthentication-default"), nil},
@@ -274,6 +279,21 @@ func secret(name string, body map[string]any) Resource {
 }
 
 // githubRole is a role that GitHub Actions of one repository and environment can assume.
+// previewMay adds a statement allowing action on resource to the preview role's policy.
+func previewMay(action, resource string) change {
+	return func(t *testing.T, rs []Resource) []Resource {
+		r := find(t, rs, "aws:iam/rolePolicy:RolePolicy", "preview")
+		var doc map[string]any
+		if err := json.Unmarshal([]byte(r.Properties["policy"].(string)), &doc); err != nil {
+			t.Fatal(err)
+		}
+		doc["Statement"] = append(doc["Statement"].([]any), map[string]any{"Effect": "Allow", "Action": []any{action}, "Resource": resource})
+		b, _ := json.Marshal(doc)
+		r.Properties["policy"] = string(b)
+		return rs
+	}
+}
+
 func githubRole(name string) Resource {
 	trust := `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"sts:AssumeRoleWithWebIdentity",` +
 		`"Principal":{"Federated":"arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com"},` +

@@ -187,23 +187,35 @@ func deployStatements() iam.GetPolicyDocumentStatementArray {
 	}
 }
 
-// previewStatements: reading the same services (no secret values), and an SSM session to this
-// stack's API tunnel so that the preview reaches the Kubernetes API.
+// previewStatements: what a preview reads, and an SSM session to this stack's API tunnel so that
+// the preview reaches the Kubernetes API. A pull-request job assumes this role, so it gets no
+// action that returns secret-bearing data: no parameter values (ssm:GetParameter* outside AWS's
+// public parameters), log events (logs:Get*, logs:FilterLogEvents), image layers or registry
+// tokens (ecr:Get*, ecr:BatchGetImage), secret values, sampled requests, decryption.
 func previewStatements(cfg Config) iam.GetPolicyDocumentStatementArray {
 	var read []string
 	for _, prefix := range sortedPrefixes() {
 		read = append(read, prefix+":Describe*", prefix+":List*")
-		if prefix != "secretsmanager" { // its Get* includes GetSecretValue
-			read = append(read, prefix+":Get*")
-		}
 	}
-	read = append(read, "iam:Get*", "iam:List*", "sts:GetCallerIdentity")
+	read = append(read, previewGets...)
 	tunnel := statement("SessionToTheApiTunnel", []string{"ssm:StartSession"}, "arn:aws:ec2:*:*:instance/*")
 	tunnel.Conditions = condition("StringEquals", "aws:ResourceTag/Name", cfg.Name("api-tunnel"))
 	return iam.GetPolicyDocumentStatementArray{
 		statement("ReadManagedServices", read),
+		// The EKS-optimized AMI's ID, which the node group looks up (AWS's public parameters).
+		statement("PublicParameters", []string{"ssm:GetParameter", "ssm:GetParameters"}, "arn:aws:ssm:*::parameter/aws/service/*"),
 		tunnel,
 		statement("PortForwardingDocument", []string{"ssm:StartSession"}, "arn:aws:ssm:*::document/AWS-StartPortForwardingSessionToRemoteHost"),
 		statement("EndOwnSessions", []string{"ssm:TerminateSession", "ssm:ResumeSession"}, "arn:aws:ssm:*:*:session/${aws:userid}-*"),
 	}
+}
+
+// previewGets are the Get actions a preview needs that return configuration, not data: API
+// Gateway's reads (its actions are HTTP verbs), IAM (the OIDC provider lookup, roles and their
+// policies), key and topic settings, the web ACL.
+var previewGets = []string{
+	"apigateway:GET", "iam:Get*", "iam:List*", "sts:GetCallerIdentity",
+	"kms:GetKeyPolicy", "kms:GetKeyRotationStatus", "sns:GetTopicAttributes", "sns:GetSubscriptionAttributes",
+	"wafv2:GetWebACL", "wafv2:GetWebACLForResource", "ecr:GetLifecyclePolicy", "ecr:GetRepositoryPolicy",
+	"elasticache:DescribeUsers", "eks:DescribeAddonVersions",
 }
