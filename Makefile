@@ -12,7 +12,7 @@ ACTIONLINT  ?= github.com/rhysd/actionlint/cmd/actionlint@v1.7.7
 # The Dockerfile linter of Docker's VS Code extension, from the npm registry (needs Node.js).
 DOCKERFILE_LINT ?= dockerfile-utils@0.16.3
 
-.PHONY: run test test-services lint build plan policy rehearse images push deploy tunnel destroy bench-gateway bench-login scenario-faults help
+.PHONY: run test test-services lint build plan policy rehearse deploy-account images push deploy tunnel destroy bench-gateway bench-login scenario-faults help
 
 help:
 	@echo "make run    start the gateway (:8080), users, products and orders locally (in memory; nothing to install)"
@@ -25,6 +25,7 @@ help:
 	@echo "make rehearse STACK=dev|prod: run what the stack renders on this machine behind stand-ins of AWS and Istio (DATABASE_URL, REDIS_URL)"
 	@echo "make images build every service image for $(PLATFORMS) with docker buildx (needs Docker)"
 	@echo "make push   STACK=dev|prod: build and push the images to that stack's ECR repositories, tagged IMAGE_TAG"
+	@echo "make deploy-account  once per AWS account, before any stack: the GitHub OIDC provider, API Gateway's CloudWatch role, the permissions boundary"
 	@echo "make deploy STACK=dev|prod: first or later deploy: infrastructure, images, API tunnel, pulumi up (see README)"
 	@echo "make tunnel STACK=dev|prod: open the stack's API tunnel and write .shopmesh/kubeconfig-STACK for kubectl"
 	@echo "make destroy STACK=dev|prod: pulumi destroy through the API tunnel"
@@ -81,6 +82,11 @@ push:
 
 # Needs the Pulumi CLI, AWS credentials and CLI, the Session Manager plugin and Docker (README:
 # Deploying for real).
+# What exists once per AWS account (account/): deployed with administrator credentials.
+deploy-account:
+	bash scripts/pulumi-preflight.sh
+	cd account && pulumi stack select --create main && pulumi up --stack main
+
 deploy:
 	STACK=$(STACK) IMAGE_TAG=$(IMAGE_TAG) bash scripts/deploy.sh
 

@@ -92,3 +92,33 @@ stack_deny_iam_preview_secret_reads contains msg if {
 	not public_parameters(secret, st)
 	msg := sprintf("%s: the pull-request preview role may %s (%s, in %s): it returns secret-bearing data", [r.__name, secret, action, p.__name])
 }
+
+# The IAM actions that give a role permissions or a boundary: AWS evaluates
+# iam:PermissionsBoundary for each.
+role_writes := {"iam:CreateRole", "iam:PutRolePolicy", "iam:DeleteRolePolicy", "iam:AttachRolePolicy", "iam:DetachRolePolicy", "iam:PutRolePermissionsBoundary"}
+
+bounded(st) if {
+	some test in {"StringEquals", "ArnEquals", "StringLike", "ArnLike"}
+	object.get(object.get(object.get(st, "Condition", {}), test, {}), "iam:PermissionsBoundary", "") != ""
+}
+
+# METADATA
+# title: Roles that GitHub Actions assume write roles only with a permissions boundary
+# description: A role that may create roles or write their policies without a boundary can make a role with any permission and pass it on, which makes it an administrator in all but name.
+# custom:
+#   id: SHOP-IAM-003
+#   severity: critical
+#   remediation: Allow iam:CreateRole, PutRolePolicy, AttachRolePolicy, DetachRolePolicy, DeleteRolePolicy and PutRolePermissionsBoundary only with the condition iam:PermissionsBoundary equal to the account stack's boundary.
+stack_deny_iam_role_writes_unbounded contains msg if {
+	some r in github_trusted
+	some p in input.resources
+	p.__type == "aws:iam/rolePolicy:RolePolicy"
+	p.role in role_refs(r)
+	some st in json.unmarshal(p.policy).Statement
+	object.get(st, "Effect", "Allow") == "Allow"
+	some action in as_list(st.Action)
+	some write in role_writes
+	glob.match(lower(action), null, lower(write))
+	not bounded(st)
+	msg := sprintf("%s: trusted by GitHub Actions and may %s (%s, in %s) without a permissions boundary", [r.__name, write, action, p.__name])
+}

@@ -252,7 +252,9 @@ var cases = []struct {
 		rs = add(githubRole("deploy"))(t, rs)
 		return add(Resource{URN: "urn:pulumi:prod::shopmesh::aws:iam/rolePolicy:RolePolicy::deploy", Type: "aws:iam/rolePolicy:RolePolicy",
 			Name: "deploy", Properties: map[string]any{"role": "deploy-id", "policy": `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["ec2:*","*"],"Resource":"*"}]}`}})(t, rs)
-	}, nil},
+	}, []string{"SHOP-IAM-001", "SHOP-IAM-003"}},
+	{"SHOP-IAM-003", roleMay("deploy", "iam:CreateRole", "*"), nil},
+	{"SHOP-IAM-003", roleMay("deploy", "iam:Put*", "arn:aws:iam::123456789012:role/shopmesh-prod-*"), nil},
 	{"SHOP-IAM-002", previewMay("ssm:Get*", "*"), nil},
 	{"SHOP-IAM-002", previewMay("ssm:GetParameter", "arn:aws:ssm:eu-west-1:123456789012:parameter/shopmesh/prod/*"), nil},
 	{"SHOP-IAM-002", previewMay("logs:GetLogEvents", "*"), nil},
@@ -280,9 +282,12 @@ func secret(name string, body map[string]any) Resource {
 
 // githubRole is a role that GitHub Actions of one repository and environment can assume.
 // previewMay adds a statement allowing action on resource to the preview role's policy.
-func previewMay(action, resource string) change {
+func previewMay(action, resource string) change { return roleMay("preview", action, resource) }
+
+// roleMay adds a statement allowing action on resource to the policy of role (deploy, preview).
+func roleMay(role, action, resource string) change {
 	return func(t *testing.T, rs []Resource) []Resource {
-		r := find(t, rs, "aws:iam/rolePolicy:RolePolicy", "preview")
+		r := find(t, rs, "aws:iam/rolePolicy:RolePolicy", role)
 		var doc map[string]any
 		if err := json.Unmarshal([]byte(r.Properties["policy"].(string)), &doc); err != nil {
 			t.Fatal(err)

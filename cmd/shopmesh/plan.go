@@ -89,7 +89,11 @@ func planStack(dir, stack string, overrides map[string]string) (plan *platform.P
 			note = fmt.Sprintf("imageTag is not set in Pulumi.%s.yaml: planned with this commit's tag %s, as make deploy would deploy it", stack, with["imageTag"])
 		}
 	}
-	plan, err = platform.PlanStack(root, stack, overrides, platform.Program)
+	program := platform.Program
+	if project, _, _ := platform.StackConfig(root, stack, nil); project == platform.AccountProject {
+		program = platform.AccountProgram
+	}
+	plan, err = platform.PlanStack(root, stack, overrides, program)
 	if err != nil {
 		return nil, "", fmt.Errorf("plan %s: %w", stack, err)
 	}

@@ -49,18 +49,19 @@ var DeployServices = map[string][]string{
 	"wafv2":          {"wafv2"},
 }
 
-// deployIAMActions manage roles, their policies, instance profiles and OIDC providers; nothing
-// about users, groups or access keys.
-var deployIAMActions = []string{
-	"iam:CreateRole", "iam:DeleteRole", "iam:UpdateRole", "iam:UpdateAssumeRolePolicy", "iam:TagRole", "iam:UntagRole",
-	"iam:PutRolePolicy", "iam:DeleteRolePolicy", "iam:AttachRolePolicy", "iam:DetachRolePolicy",
+// deployIAMReads are the IAM reads a deploy needs (roles, policies, providers, the boundary).
+var deployIAMReads = []string{"iam:Get*", "iam:List*"}
+
+// deployRoleUpkeep are the IAM actions on this stack's own roles, instance profiles and their
+// tags for which AWS has no boundary condition: allowed on what carries the stack's
+// environment tag (aws:ResourceTag), and a tag written must name the stack (aws:RequestTag).
+var deployRoleUpkeep = []string{"iam:DeleteRole", "iam:UpdateRole", "iam:UpdateAssumeRolePolicy", "iam:TagRole", "iam:UntagRole",
 	"iam:CreateInstanceProfile", "iam:DeleteInstanceProfile", "iam:AddRoleToInstanceProfile", "iam:RemoveRoleFromInstanceProfile",
-	"iam:TagInstanceProfile", "iam:UntagInstanceProfile",
-	"iam:CreateOpenIDConnectProvider", "iam:DeleteOpenIDConnectProvider", "iam:UpdateOpenIDConnectProviderThumbprint",
-	"iam:AddClientIDToOpenIDConnectProvider", "iam:RemoveClientIDFromOpenIDConnectProvider",
-	"iam:TagOpenIDConnectProvider", "iam:UntagOpenIDConnectProvider",
-	"iam:Get*", "iam:List*",
-}
+	"iam:TagInstanceProfile", "iam:UntagInstanceProfile"}
+
+// deployOIDCActions: the cluster's own OIDC provider (IRSA), which pulumi-eks creates per cluster.
+var deployOIDCActions = []string{"iam:CreateOpenIDConnectProvider", "iam:DeleteOpenIDConnectProvider", "iam:UpdateOpenIDConnectProviderThumbprint",
+	"iam:AddClientIDToOpenIDConnectProvider", "iam:RemoveClientIDFromOpenIDConnectProvider", "iam:TagOpenIDConnectProvider", "iam:UntagOpenIDConnectProvider"}
 
 // passedToServices are the services the program hands roles to (iam:PassRole).
 var passedToServices = []string{"eks.amazonaws.com", "ec2.amazonaws.com", "apigateway.amazonaws.com", "rds.amazonaws.com"}
@@ -69,9 +70,8 @@ var passedToServices = []string{"eks.amazonaws.com", "ec2.amazonaws.com", "apiga
 var linkedServices = []string{"eks.amazonaws.com", "eks-nodegroup.amazonaws.com", "elasticloadbalancing.amazonaws.com",
 	"rds.amazonaws.com", "autoscaling.amazonaws.com"}
 
-// NewDeployRole creates both roles, and the account's GitHub OIDC provider when this stack owns it
-// (githubOidcProvider: create); otherwise it looks the provider up by its URL. IAM allows one
-// provider per URL per account, so exactly one stack in an account may create it.
+// NewDeployRole creates both roles, trusting the account's GitHub OIDC provider, which the account
+// stack owns (AccountProgram) and this one looks up by its URL.
 func NewDeployRole(ctx *pulumi.Context, name string, args DeployRoleArgs, opts ...pulumi.ResourceOption) (*DeployRole, error) {
 	cfg := args.Config
 	r := &DeployRole{}
@@ -80,25 +80,10 @@ func NewDeployRole(ctx *pulumi.Context, name string, args DeployRoleArgs, opts .
 	}
 	parent := pulumi.Parent(r)
 
-	var provider pulumi.StringOutput
-	if cfg.GithubOidcProvider == "existing" {
-		provider = iam.LookupOpenIdConnectProviderOutput(ctx, iam.LookupOpenIdConnectProviderOutputArgs{
-			Url: pulumi.String(GithubOIDCURL),
-		}, parent).Arn()
-	} else {
-		p, err := iam.NewOpenIdConnectProvider(ctx, name+"-github", &iam.OpenIdConnectProviderArgs{
-			Url:           pulumi.String(GithubOIDCURL),
-			ClientIdLists: pulumi.StringArray{pulumi.String("sts.amazonaws.com")},
-			// AWS verifies GitHub's certificate against its trusted CAs; the thumbprint is
-			// still a required argument of the API.
-			ThumbprintLists: pulumi.StringArray{pulumi.String("6938fd4d98bab03faadb97b34396831e3780aea1")},
-			Tags:            cfg.Tags("github-oidc"),
-		}, parent)
-		if err != nil {
-			return nil, err
-		}
-		provider = p.Arn
-	}
+	// The account stack owns the provider (IAM allows one per URL per account).
+	provider := iam.LookupOpenIdConnectProviderOutput(ctx, iam.LookupOpenIdConnectProviderOutputArgs{
+		Url: pulumi.String(GithubOIDCURL),
+	}, parent).Arn()
 	role := func(resName, environment, description string, statements iam.GetPolicyDocumentStatementArray) (*iam.Role, error) {
 		trust := iam.GetPolicyDocumentOutput(ctx, iam.GetPolicyDocumentOutputArgs{Statements: iam.GetPolicyDocumentStatementArray{
 			iam.GetPolicyDocumentStatementArgs{
@@ -117,11 +102,12 @@ func NewDeployRole(ctx *pulumi.Context, name string, args DeployRoleArgs, opts .
 			},
 		}}, parent).Json()
 		ro, err := iam.NewRole(ctx, resName, &iam.RoleArgs{
-			Name:               pulumi.String(cfg.Name(resName)),
-			Description:        pulumi.String(description),
-			AssumeRolePolicy:   trust,
-			MaxSessionDuration: pulumi.Int(3600),
-			Tags:               cfg.Tags(resName),
+			Name:                pulumi.String(cfg.Name(resName)),
+			Description:         pulumi.String(description),
+			AssumeRolePolicy:    trust,
+			MaxSessionDuration:  pulumi.Int(3600),
+			PermissionsBoundary: pulumi.String(cfg.BoundaryArn),
+			Tags:                cfg.Tags(resName),
 		}, parent)
 		if err != nil {
 			return nil, err
@@ -132,7 +118,7 @@ func NewDeployRole(ctx *pulumi.Context, name string, args DeployRoleArgs, opts .
 		}
 		return ro, nil
 	}
-	deploy, err := role("deploy", cfg.Stack, "GitHub Actions of "+cfg.GithubRepository+" deploying stack "+cfg.Stack, deployStatements())
+	deploy, err := role("deploy", cfg.Stack, "GitHub Actions of "+cfg.GithubRepository+" deploying stack "+cfg.Stack, deployStatements(cfg))
 	if err != nil {
 		return nil, err
 	}
@@ -168,9 +154,10 @@ func sortedPrefixes() []string {
 	return out
 }
 
-// deployStatements: every action of the services the program manages, IAM limited to roles and
-// OIDC providers, roles passed only to the services that use them.
-func deployStatements() iam.GetPolicyDocumentStatementArray {
+// deployStatements: every action of the services the program manages; in IAM, roles only with
+// the account's boundary (iam:PermissionsBoundary), the upkeep of this stack's own roles by their
+// environment tag, the cluster's OIDC provider; roles passed only to the services that use them.
+func deployStatements(cfg Config) iam.GetPolicyDocumentStatementArray {
 	var services []string
 	for _, prefix := range sortedPrefixes() {
 		services = append(services, prefix+":*")
@@ -179,9 +166,16 @@ func deployStatements() iam.GetPolicyDocumentStatementArray {
 	pass.Conditions = condition("StringEquals", "iam:PassedToService", passedToServices...)
 	linked := statement("ServiceLinkedRoles", []string{"iam:CreateServiceLinkedRole"})
 	linked.Conditions = condition("StringEquals", "iam:AWSServiceName", linkedServices...)
+	bounded := statement("RolesOnlyWithTheBoundary", roleWrites)
+	bounded.Conditions = condition("StringEquals", "iam:PermissionsBoundary", cfg.BoundaryArn)
+	upkeep := statement("UpkeepOfThisStacksRoles", deployRoleUpkeep)
+	upkeep.Conditions = append(condition("StringEquals", "aws:ResourceTag/environment", cfg.Environment),
+		condition("StringEqualsIfExists", "aws:RequestTag/environment", cfg.Environment)...)
 	return iam.GetPolicyDocumentStatementArray{
 		statement("ManagedServices", services),
-		statement("RolesAndOidcProviders", deployIAMActions),
+		bounded, upkeep,
+		statement("IAMReads", deployIAMReads),
+		statement("ClusterOidcProvider", deployOIDCActions),
 		pass, linked,
 		statement("WhoAmI", []string{"sts:GetCallerIdentity"}),
 	}

@@ -1,6 +1,7 @@
 package platform
 
 import (
+	"context"
 	"encoding/json"
 	"sort"
 	"strconv"
@@ -107,7 +108,9 @@ func NewCluster(ctx *pulumi.Context, name string, args ClusterArgs, opts ...pulu
 	// Access entries (API mode) instead of the aws-auth ConfigMap.
 	authMode := eks.AuthenticationModeApi
 	clusterArgs.AuthenticationMode = &authMode
-	cluster, err := eks.NewCluster(ctx, name, clusterArgs, parent)
+	// pulumi-eks makes the cluster's service role itself: it gets the boundary too (resource
+	// transforms reach the children of a packaged component).
+	cluster, err := eks.NewCluster(ctx, name, clusterArgs, parent, pulumi.Transforms([]pulumi.ResourceTransform{withBoundary(cfg.BoundaryArn)}))
 	if err != nil {
 		return nil, err
 	}
@@ -138,8 +141,9 @@ func NewCluster(ctx *pulumi.Context, name string, args ClusterArgs, opts ...pulu
 		return nil, err
 	}
 	nodeRole, err := iam.NewRole(ctx, name+"-node", &iam.RoleArgs{
-		AssumeRolePolicy: pulumi.String(assume),
-		Tags:             cfg.Tags("eks-node"),
+		AssumeRolePolicy:    pulumi.String(assume),
+		PermissionsBoundary: pulumi.String(cfg.BoundaryArn),
+		Tags:                cfg.Tags("eks-node"),
 	}, parent)
 	if err != nil {
 		return nil, err
@@ -332,7 +336,7 @@ func (c *Cluster) ServiceAccountRole(ctx *pulumi.Context, name, ns, sa string, c
 			},
 		},
 	}}, parent)
-	role, err := iam.NewRole(ctx, name, &iam.RoleArgs{AssumeRolePolicy: trust.Json(), Tags: cfg.Tags(name)}, parent)
+	role, err := iam.NewRole(ctx, name, &iam.RoleArgs{AssumeRolePolicy: trust.Json(), PermissionsBoundary: pulumi.String(cfg.BoundaryArn), Tags: cfg.Tags(name)}, parent)
 	if err != nil {
 		return nil, err
 	}
@@ -344,4 +348,15 @@ func (c *Cluster) ServiceAccountRole(ctx *pulumi.Context, name, ns, sa string, c
 		return nil, err
 	}
 	return role, nil
+}
+
+// withBoundary gives every IAM role the transformed resource creates the permissions boundary.
+func withBoundary(arn string) pulumi.ResourceTransform {
+	return func(_ context.Context, args *pulumi.ResourceTransformArgs) *pulumi.ResourceTransformResult {
+		if args.Type != "aws:iam/role:Role" {
+			return nil
+		}
+		args.Props["permissionsBoundary"] = pulumi.String(arn)
+		return &pulumi.ResourceTransformResult{Props: args.Props, Opts: args.Opts}
+	}
 }

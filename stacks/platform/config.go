@@ -79,12 +79,11 @@ type Config struct {
 	CloudWatchAddonVersion    string // empty: EKS's default for the cluster version
 	EnableWaf                 bool
 	WafRateLimit              int
-	ManageApiGatewayAccount   bool
 
 	GithubRepository string // owner/name allowed to deploy through GitHub OIDC; empty: no deploy role
-	// GithubOidcProvider says which stack owns the account's one GitHub OIDC provider: "create"
-	// (this stack) or "existing" (look it up; another stack or tool created it).
-	GithubOidcProvider string
+
+	// BoundaryArn is the account stack's permissions boundary (looked up, not configured).
+	BoundaryArn string
 
 	IstioVersion        string
 	LbControllerVersion string
@@ -225,9 +224,7 @@ func LoadConfig(ctx *pulumi.Context) (Config, error) {
 	try("cloudwatchAddonVersion", str(&cfg.CloudWatchAddonVersion))
 	try("enableWaf", flag(&cfg.EnableWaf))
 	try("wafRateLimit", num(&cfg.WafRateLimit))
-	try("manageApiGatewayAccount", flag(&cfg.ManageApiGatewayAccount))
 	try("githubRepository", str(&cfg.GithubRepository))
-	try("githubOidcProvider", str(&cfg.GithubOidcProvider))
 	try("istioVersion", str(&cfg.IstioVersion))
 	try("lbControllerVersion", str(&cfg.LbControllerVersion))
 	try("clusterAutoscalerVersion", str(&cfg.ClusterAutoscalerVersion))
@@ -284,8 +281,6 @@ func (c Config) Validate() error {
 	bad(!c.EnableWaf || c.WafRateLimit >= 10, "wafRateLimit must be at least 10 requests per 5 minutes, got %d", c.WafRateLimit)
 	errs = append(errs, c.apiAccessErrors()...)
 	bad(c.GithubRepository == "" || githubRepo.MatchString(c.GithubRepository), "githubRepository must be owner/name, got %q", c.GithubRepository)
-	bad(c.GithubOidcProvider == "create" || c.GithubOidcProvider == "existing",
-		"githubOidcProvider must be create (this stack owns the account's GitHub OIDC provider) or existing (another stack does), got %q", c.GithubOidcProvider)
 	for _, arn := range c.ClusterAdminArns {
 		bad(!strings.HasSuffix(arn, ":role/"+c.Name("deploy")) || c.GithubRepository == "",
 			"clusterAdminArns lists the deploy role %q, which already gets an access entry; remove it", arn)

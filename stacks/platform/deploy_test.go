@@ -207,9 +207,14 @@ func stageProblems(stage, full *Plan) []string {
 // TestNoAccountWideNameClash: dev and prod in one AWS account must not claim the same physical
 // name of an account- or region-unique resource; either would fail to create.
 func TestNoAccountWideNameClash(t *testing.T) {
-	dev, prod := planFor(t, "dev"), planFor(t, "prod")
+	dev, prod, account := planFor(t, "dev"), planFor(t, "prod"), accountPlan(t)
 	if clashes := nameClashes(dev, prod); len(clashes) > 0 {
 		t.Errorf("dev and prod clash:\n  %s", strings.Join(clashes, "\n  "))
+	}
+	for _, env := range []*Plan{dev, prod} {
+		if clashes := nameClashes(account, env); len(clashes) > 0 {
+			t.Errorf("the account stack and %s clash:\n  %s", env.Stack, strings.Join(clashes, "\n  "))
+		}
 	}
 	claimed := 0
 	for _, p := range []*Plan{dev, prod} {
@@ -232,9 +237,12 @@ func TestNoAccountWideNameClash(t *testing.T) {
 			i := index(p, "aws:ecr/repository:Repository")
 			p.Resources[i].Inputs = map[string]any{"name": strings.Replace(p.Resources[i].Inputs["name"].(string), "/prod/", "/dev/", 1)}
 		}, "aws:ecr/repository:Repository shopmesh/dev/"},
-		{"both stacks create the GitHub OIDC provider", func(p *Plan) {
-			p.Resources = append(p.Resources, named(t, dev, "aws:iam/openIdConnectProvider:OpenIdConnectProvider", "ci-github"))
+		{"an environment creates the GitHub OIDC provider", func(p *Plan) {
+			p.Resources = append(p.Resources, named(t, account, "aws:iam/openIdConnectProvider:OpenIdConnectProvider", "github"))
 		}, "https://" + GithubOIDCIssuer},
+		{"an environment sets API Gateway's CloudWatch role", func(p *Plan) {
+			p.Resources = append(p.Resources, named(t, account, "aws:apigateway/account:Account", "apigateway"))
+		}, "the account's CloudWatch role setting"},
 		{"one database identifier", func(p *Plan) {
 			i := index(p, "aws:rds/instance:Instance")
 			p.Resources[i].Inputs = map[string]any{"identifier": "shopmesh-dev-postgres"}
@@ -244,7 +252,11 @@ func TestNoAccountWideNameClash(t *testing.T) {
 		t.Run(e.name, func(t *testing.T) {
 			p := clonePlan(t, prod)
 			e.edit(p)
-			if clashes := nameClashes(dev, p); !strings.Contains(strings.Join(clashes, "\n"), e.want) {
+			other := dev
+			if strings.HasPrefix(e.name, "an environment") {
+				other = account
+			}
+			if clashes := nameClashes(other, p); !strings.Contains(strings.Join(clashes, "\n"), e.want) {
 				t.Errorf("clashes = %q, want one naming %q", clashes, e.want)
 			}
 		})
@@ -269,8 +281,8 @@ var accountUnique = map[string]string{
 	"aws:lb/targetGroup:TargetGroup":                      "name",
 	"eks:index:Cluster":                                   "name",
 	"aws:eks/cluster:Cluster":                             "name",
-	// aws:apigateway/account:Account is one setting per account and region that each stack sets
-	// and keeps on destroy (TestEdge): sharing it is deliberate.
+	// aws:apigateway/account:Account is one setting per account and region: the account stack's.
+	"aws:apigateway/account:Account":                          "",
 	"aws:apigateway/usagePlan:UsagePlan":                      "",
 	"aws:sns/topic:Topic":                                     "name",
 	"aws:cloudwatch/dashboard:Dashboard":                      "dashboardName",

@@ -9,7 +9,6 @@ import (
 	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/apigateway"
 	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/cloudwatch"
 	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/ec2"
-	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/iam"
 	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/lb"
 	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/wafv2"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
@@ -260,14 +259,8 @@ func NewEdge(ctx *pulumi.Context, name string, args EdgeArgs, opts ...pulumi.Res
 	if err != nil {
 		return nil, err
 	}
-	var stageDeps []pulumi.Resource
-	if cfg.ManageApiGatewayAccount {
-		account, err := apiGatewayAccount(ctx, name, cfg, parent)
-		if err != nil {
-			return nil, err
-		}
-		stageDeps = append(stageDeps, account)
-	}
+	// The stage's access logs need the account's CloudWatch role for API Gateway, which the
+	// account stack sets (AccountProgram).
 	stage, err := apigateway.NewStage(ctx, name, &apigateway.StageArgs{
 		RestApi:            api.ID(),
 		Deployment:         deployment.ID(),
@@ -278,7 +271,7 @@ func NewEdge(ctx *pulumi.Context, name string, args EdgeArgs, opts ...pulumi.Res
 			Format:         pulumi.String(accessLogFormat()),
 		},
 		Tags: cfg.Tags("api-" + StageName),
-	}, parent, pulumi.DependsOn(stageDeps))
+	}, parent)
 	if err != nil {
 		return nil, err
 	}
@@ -331,28 +324,6 @@ func accessLogFormat() string {
 		"integrationLatency": "$context.integrationLatency", "xrayTraceId": "$context.xrayTraceId",
 	})
 	return string(b)
-}
-
-// apiGatewayAccount sets the account-wide role API Gateway uses to write CloudWatch logs. Each
-// stack that manages it sets its own role, and keeps role and setting when it is destroyed
-// (RetainOnDelete): a stack sharing the account never loses logging to another's teardown, and
-// any stack can be the first in an account.
-func apiGatewayAccount(ctx *pulumi.Context, name string, cfg Config, parent pulumi.ResourceOrInvokeOption) (*apigateway.Account, error) {
-	keep := pulumi.RetainOnDelete(true)
-	assume, err := serviceTrust(ctx, "apigateway.amazonaws.com", parent)
-	if err != nil {
-		return nil, err
-	}
-	role, err := iam.NewRole(ctx, name+"-cloudwatch", &iam.RoleArgs{AssumeRolePolicy: pulumi.String(assume), Tags: cfg.Tags("apigateway-cloudwatch")}, parent, keep)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := iam.NewRolePolicyAttachment(ctx, name+"-cloudwatch", &iam.RolePolicyAttachmentArgs{
-		Role: role.Name, PolicyArn: pulumi.String("arn:aws:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"),
-	}, parent, keep); err != nil {
-		return nil, err
-	}
-	return apigateway.NewAccount(ctx, name, &apigateway.AccountArgs{CloudwatchRoleArn: role.Arn}, parent, keep)
 }
 
 // webACL blocks clients over cfg.WafRateLimit requests per 5 minutes and applies AWS's common

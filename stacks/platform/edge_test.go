@@ -132,21 +132,6 @@ func TestEdge(t *testing.T) {
 			}
 		}
 	})
-	// Each stack sets the account's CloudWatch role for API Gateway, so that either can be first in
-	// an account, and keeps it (and the role) when destroyed, so that the other keeps logging.
-	forStacks(t, func(t *testing.T, p *Plan, _ Config) {
-		account := one(t, p, "aws:apigateway/account:Account")
-		role := named(t, p, "aws:iam/role:Role", "edge-cloudwatch")
-		attachment := named(t, p, "aws:iam/rolePolicyAttachment:RolePolicyAttachment", "edge-cloudwatch")
-		for _, r := range []Resource{account, role, attachment} {
-			if !r.RetainOnDelete {
-				t.Errorf("%s is deleted with the stack; the other stack in the account would lose its logging role", r.URN)
-			}
-		}
-		if stage := one(t, p, "aws:apigateway/stage:Stage"); !slices.Contains(stage.Dependencies, account.URN) {
-			t.Errorf("the stage does not wait for the account's CloudWatch role")
-		}
-	})
 }
 
 // routeHash recomputes the deployment trigger from the plan: the sha256 of the JSON list of each

@@ -204,6 +204,10 @@ func (m *mocks) Call(args pulumi.MockCallArgs) (resource.PropertyMap, error) {
 	case "aws:iam/getOpenIdConnectProvider:getOpenIdConnectProvider":
 		url := strings.TrimPrefix(str(args.Args, "url"), "https://")
 		return resource.NewPropertyMapFromMap(map[string]any{"arn": "arn:aws:iam::" + fakeAccount + ":oidc-provider/" + url, "url": url}), nil
+	case "aws:iam/getPolicy:getPolicy":
+		// The account stack's boundary (AccountProgram), deployed before any environment.
+		name := str(args.Args, "name")
+		return resource.NewPropertyMapFromMap(map[string]any{"arn": "arn:aws:iam::" + fakeAccount + ":policy/" + name, "name": name}), nil
 	case "aws:ssm/getParameter:getParameter":
 		return resource.NewPropertyMapFromMap(map[string]any{"name": str(args.Args, "name"), "value": "ami-0123456789abcdef0", "type": "String"}), nil
 	case "aws:ecr/getImage:getImage":

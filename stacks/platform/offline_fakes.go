@@ -32,6 +32,8 @@ func fakeOutputs(m *mocks, typ, name string, in resource.PropertyMap) map[string
 	switch typ {
 	case "aws:iam/role:Role":
 		out["arn"], out["name"] = "arn:aws:iam::"+fakeAccount+":role/"+name, name
+	case "aws:iam/policy:Policy": // IAM ARNs name no region
+		out["arn"] = "arn:aws:iam::" + fakeAccount + ":policy/" + str(in, "name")
 	case "aws:iam/openIdConnectProvider:OpenIdConnectProvider":
 		out["arn"] = "arn:aws:iam::" + fakeAccount + ":oidc-provider/" + strings.TrimPrefix(str(in, "url"), "https://")
 	case "aws:kms/key:Key":

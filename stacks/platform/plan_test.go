@@ -55,7 +55,7 @@ func stackConfig(t *testing.T, stack string) Config {
 		}
 		return n
 	}
-	return Config{Project: "shopmesh", Stack: stack, Environment: get("environment"), GithubOidcProvider: get("githubOidcProvider"), AzCount: atoi("azCount"), NatPerAz: get("natPerAz") == "true",
+	return Config{Project: "shopmesh", Stack: stack, Environment: get("environment"), AzCount: atoi("azCount"), NatPerAz: get("natPerAz") == "true",
 		EndpointPublicAccess: get("endpointPublicAccess") == "true", Replicas: atoi("replicas"), Autoscaling: get("autoscaling") == "true",
 		DbMultiAz: get("dbMultiAz") == "true", DbDeletionProtection: get("dbDeletionProtection") == "true",
 		OrdersThrottleRate: atoi("ordersThrottleRate"), OrdersThrottleBurst: atoi("ordersThrottleBurst"), EcrKeepImages: atoi("ecrKeepImages"),
@@ -201,7 +201,7 @@ func TestInventory(t *testing.T) {
 			"aws:apigateway/restApi:RestApi": 1, "aws:apigateway/vpcLink:VpcLink": 1,
 			"aws:apigateway/resource:Resource": 2 * len(APIServices), "aws:apigateway/method:Method": 2*len(APIServices) + 1,
 			"aws:apigateway/deployment:Deployment": 1, "aws:apigateway/stage:Stage": 1, "aws:apigateway/methodSettings:MethodSettings": 2,
-			"aws:apigateway/usagePlan:UsagePlan": 0, "aws:cloudwatch/logGroup:LogGroup": 1 + len(containerLogGroups), "aws:apigateway/account:Account": 1,
+			"aws:apigateway/usagePlan:UsagePlan": 0, "aws:cloudwatch/logGroup:LogGroup": 1 + len(containerLogGroups),
 			"aws:cloudwatch/metricAlarm:MetricAlarm": 5 + len(Services), "aws:cloudwatch/dashboard:Dashboard": 1, "aws:sns/topic:Topic": 1,
 			"aws:cloudwatch/logMetricFilter:LogMetricFilter": 1, "shopmesh:observability:Observability": 1,
 			"aws:wafv2/webAcl:WebAcl": waf, "aws:wafv2/webAclAssociation:WebAclAssociation": waf,
@@ -412,7 +412,6 @@ func TestDevAndProdDiffer(t *testing.T) {
 	}{
 		{"subnets", len(dev.ByType("aws:ec2/subnet:Subnet")), len(prod.ByType("aws:ec2/subnet:Subnet"))},
 		{"NAT gateways", len(dev.ByType("aws:ec2/natGateway:NatGateway")), len(prod.ByType("aws:ec2/natGateway:NatGateway"))},
-		{"GitHub OIDC provider owner", len(dev.ByType("aws:iam/openIdConnectProvider:OpenIdConnectProvider")), len(prod.ByType("aws:iam/openIdConnectProvider:OpenIdConnectProvider"))},
 		{"node types", fmt.Sprint(one(t, dev, "aws:eks/nodeGroup:NodeGroup").Inputs["instanceTypes"]), fmt.Sprint(one(t, prod, "aws:eks/nodeGroup:NodeGroup").Inputs["instanceTypes"])},
 		{"node max", at(one(t, dev, "aws:eks/nodeGroup:NodeGroup").Inputs, "scalingConfig.maxSize"), at(one(t, prod, "aws:eks/nodeGroup:NodeGroup").Inputs, "scalingConfig.maxSize")},
 		{"RDS class", one(t, dev, "aws:rds/instance:Instance").Inputs["instanceClass"], one(t, prod, "aws:rds/instance:Instance").Inputs["instanceClass"]},
@@ -428,7 +427,7 @@ func TestDevAndProdDiffer(t *testing.T) {
 
 func TestConfigValidation(t *testing.T) {
 	good := Config{Project: "shopmesh", Stack: "dev", Environment: "dev", VpcCidr: "10.0.0.0/16", AzCount: 2, NodeInstanceTypes: []string{"t3.large"},
-		KubeApiAccess: "tunnel", ApiTunnelPort: 8443, GithubRepository: "acme/shop", GithubOidcProvider: "create", Workloads: true,
+		KubeApiAccess: "tunnel", ApiTunnelPort: 8443, GithubRepository: "acme/shop", Workloads: true,
 		NodeMinSize: 1, NodeDesiredSize: 1, NodeMaxSize: 2, ImageTag: "0.1.0", Replicas: 1, EcrKeepImages: 5,
 		DbInstanceClass: "db.t4g.micro", DbAllocatedStorage: 20, CacheNodeType: "cache.t4g.micro", DbBackupRetentionDays: 1, ApiThrottleRate: 1,
 		ApiThrottleBurst: 1, OrdersThrottleRate: 1, OrdersThrottleBurst: 1, LoginPerMinute: 1, LoginBurst: 1, SignupPerMinute: 1, SignupBurst: 1,
@@ -477,7 +476,6 @@ func TestConfigValidation(t *testing.T) {
 		}, "not a Cluster Autoscaler chart built for Kubernetes 1.33"},
 		{"tunnel port", func(c *Config) { c.ApiTunnelPort = 443 }, "apiTunnelPort"},
 		{"no image for the workloads", func(c *Config) { c.ImageTag = "" }, "imageTag is not set"},
-		{"OIDC ownership", func(c *Config) { c.GithubOidcProvider = "" }, "githubOidcProvider"},
 		{"admin ARN", func(c *Config) { c.ClusterAdminArns = []string{"admin"} }, "clusterAdminArns entries"},
 		{"deploy role listed as admin", func(c *Config) { c.ClusterAdminArns = []string{"arn:aws:iam::123456789012:role/shopmesh-dev-deploy"} }, "lists the deploy role"},
 		{"nobody could reach the cluster", func(c *Config) { c.GithubRepository = "" }, "nobody but the principal"},
@@ -496,16 +494,13 @@ func TestConfigValidation(t *testing.T) {
 func TestDeployRole(t *testing.T) {
 	for _, stack := range []string{"dev", "prod"} {
 		p := planFor(t, stack)
-		var provider Resource
-		for _, r := range p.ByType("aws:iam/openIdConnectProvider:OpenIdConnectProvider") {
-			if r.Name == "ci-github" {
-				provider = r
-			}
+		// The account stack owns the GitHub OIDC provider; each environment looks it up.
+		looked := false
+		for _, call := range p.Invokes {
+			looked = looked || call.Token == "aws:iam/getOpenIdConnectProvider:getOpenIdConnectProvider" && call.Args["url"] == GithubOIDCURL
 		}
-		// dev owns the account's GitHub OIDC provider; prod looks it up (one per URL per account).
-		cfg := stackConfig(t, stack)
-		if cfg.GithubOidcProvider == "create" && provider.Inputs["url"] != GithubOIDCURL || cfg.GithubOidcProvider == "existing" && provider.URN != "" {
-			t.Fatalf("%s (githubOidcProvider %s): provider %+v", stack, cfg.GithubOidcProvider, provider)
+		if !looked {
+			t.Errorf("%s does not look the account's GitHub OIDC provider up", stack)
 		}
 		for name, environment := range map[string]string{"deploy": stack, "preview": "preview-" + stack} {
 			role := named(t, p, "aws:iam/role:Role", name)

@@ -15,6 +15,10 @@ func Program(ctx *pulumi.Context) (map[string]pulumi.Input, error) {
 		return nil, err
 	}
 	clusterName := cfg.Name("eks")
+	// Every role this stack creates carries the account stack's boundary.
+	if cfg.BoundaryArn, err = lookupBoundary(ctx); err != nil {
+		return nil, err
+	}
 
 	network, err := NewNetwork(ctx, "network", NetworkArgs{Config: cfg, ClusterName: clusterName})
 	if err != nil {
@@ -119,11 +123,11 @@ func Run(ctx *pulumi.Context) error {
 }
 
 // serviceTrust is the trust policy that lets an AWS service (ec2.amazonaws.com…) assume a role.
-func serviceTrust(ctx *pulumi.Context, service string, parent pulumi.ResourceOrInvokeOption) (string, error) {
+func serviceTrust(ctx *pulumi.Context, service string, opts ...pulumi.InvokeOption) (string, error) {
 	doc, err := iam.GetPolicyDocument(ctx, &iam.GetPolicyDocumentArgs{Statements: []iam.GetPolicyDocumentStatement{{
 		Actions:    []string{"sts:AssumeRole"},
 		Principals: []iam.GetPolicyDocumentStatementPrincipal{{Type: "Service", Identifiers: []string{service}}},
-	}}}, parent)
+	}}}, opts...)
 	if err != nil {
 		return "", err
 	}

@@ -47,7 +47,8 @@ func NewApiTunnel(ctx *pulumi.Context, name string, args ApiTunnelArgs, opts ...
 	if err != nil {
 		return nil, err
 	}
-	role, err := iam.NewRole(ctx, name, &iam.RoleArgs{AssumeRolePolicy: pulumi.String(assume), Tags: cfg.Tags("api-tunnel")}, parent)
+	role, err := iam.NewRole(ctx, name, &iam.RoleArgs{AssumeRolePolicy: pulumi.String(assume), PermissionsBoundary: pulumi.String(cfg.BoundaryArn),
+		Tags: cfg.Tags("api-tunnel")}, parent)
 	if err != nil {
 		return nil, err
 	}
