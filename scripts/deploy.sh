@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 : "${STACK:?set STACK=dev or prod}"
 IMAGE_TAG=${IMAGE_TAG:-$(git rev-parse HEAD)}
 [ "$IMAGE_TAG" != latest ] || { echo "deploy: the tag latest is refused (ECR tags are immutable; deploy by commit)" >&2; exit 1; }
-for tool in pulumi aws docker; do
+for tool in pulumi aws docker kubectl curl; do
   command -v "$tool" >/dev/null || { echo "deploy: $tool is not installed (README: Deploying for real, prerequisites)" >&2; exit 1; }
 done
 # A CLI or analyzer too old for the policy pack would pass every rule without reading it.
@@ -19,6 +19,11 @@ bash scripts/pulumi-preflight.sh
 up() { pulumi up --yes --stack "$STACK" --policy-pack ./policies "$@"; }
 
 pulumi stack select --create "$STACK"
+if [ "$(pulumi config get environment --stack "$STACK" 2>/dev/null)" = prod ] &&
+   [ -z "$(pulumi config get alarmEmails --stack "$STACK" 2>/dev/null | tr -d '[]" \n')" ]; then
+  echo "deploy: warning: stack $STACK sets no alarmEmails: its alarms will mail nobody" >&2
+  echo "        (pulumi config set --path 'alarmEmails[0]' oncall@example.com --stack $STACK)" >&2
+fi
 if ! pulumi stack output repositoryUrls --stack "$STACK" >/dev/null 2>&1; then
   # EKS makes whoever creates the cluster an admin itself (pulumi-eks v2 always asks it to); a
   # second access entry for the same principal would fail the deploy.

@@ -49,6 +49,9 @@ type ClusterArgs struct {
 	Admins map[string]pulumi.StringInput
 	// Viewers are given read-only access (AmazonEKSViewPolicy): the pull-request preview role.
 	Viewers map[string]pulumi.StringInput
+	// LogGroup receives the control-plane logs; the cluster waits for it, or EKS would make
+	// its own, without retention or key.
+	LogGroup pulumi.Resource
 }
 
 // ClusterAdminPolicy is the EKS access policy with full cluster admin (system:masters);
@@ -110,7 +113,8 @@ func NewCluster(ctx *pulumi.Context, name string, args ClusterArgs, opts ...pulu
 	clusterArgs.AuthenticationMode = &authMode
 	// pulumi-eks makes the cluster's service role itself: it gets the boundary too (resource
 	// transforms reach the children of a packaged component).
-	cluster, err := eks.NewCluster(ctx, name, clusterArgs, parent, pulumi.Transforms([]pulumi.ResourceTransform{withBoundary(cfg.BoundaryArn)}))
+	cluster, err := eks.NewCluster(ctx, name, clusterArgs, parent, pulumi.Transforms([]pulumi.ResourceTransform{withBoundary(cfg.BoundaryArn)}),
+		pulumi.DependsOn(nonNil(args.LogGroup)))
 	if err != nil {
 		return nil, err
 	}

@@ -24,6 +24,8 @@ type DatabaseArgs struct {
 	Network *Network
 	// ClientSecurityGroupID is the only source allowed to connect: the nodes' group.
 	ClientSecurityGroupID pulumi.StringOutput
+	// LogGroup receives the PostgreSQL logs; the instance waits for it.
+	LogGroup pulumi.Resource
 }
 
 // DatabaseName is the PostgreSQL database the services share, each in its own schema.
@@ -100,7 +102,7 @@ func NewDatabase(ctx *pulumi.Context, name string, args DatabaseArgs, opts ...pu
 		PerformanceInsightsEnabled:       pulumi.Bool(cfg.Prod()),
 		IamDatabaseAuthenticationEnabled: pulumi.Bool(true),
 		Tags:                             cfg.Tags("postgres"),
-	}, parent)
+	}, parent, pulumi.DependsOn(nonNil(args.LogGroup)))
 	if err != nil {
 		return nil, err
 	}

@@ -32,6 +32,7 @@ type ObservabilityArgs struct {
 	Config      Config
 	Cluster     *Cluster
 	ClusterName string
+	Logs        *Logs // the stack's logs key
 }
 
 // Observability is what an operator is told by: container logs, metrics and traces through the
@@ -47,7 +48,7 @@ type Observability struct {
 	logs   []pulumi.Resource
 }
 
-// NewObservability creates the key, the alarm topic and its subscriptions, the container log
+// NewObservability creates the alarm topic and its subscriptions, the container log
 // groups, and the add-on with its IRSA role. Watch adds the alarms and the dashboard once the
 // things they watch exist.
 func NewObservability(ctx *pulumi.Context, name string, args ObservabilityArgs, opts ...pulumi.ResourceOption) (*Observability, error) {
@@ -59,54 +60,11 @@ func NewObservability(ctx *pulumi.Context, name string, args ObservabilityArgs, 
 	parent := pulumi.Parent(o)
 	o.parent = parent
 
-	caller, err := aws.GetCallerIdentity(ctx, nil, parent)
-	if err != nil {
-		return nil, err
-	}
-	// CloudWatch Logs encrypts a log group only with a key whose policy lets the Logs service
-	// use it for that account's log groups; CloudWatch alarms publish to an encrypted topic
-	// only when the key lets CloudWatch use it (CloudWatch Logs guide, "Encrypt log data in
-	// CloudWatch Logs using AWS KMS"; SNS guide, "Enable compatibility between event sources
-	// from AWS services and encrypted topics").
-	policy, err := iam.GetPolicyDocument(ctx, &iam.GetPolicyDocumentArgs{Statements: []iam.GetPolicyDocumentStatement{
-		{
-			Sid:        pulumi.StringRef("AccountAdministers"),
-			Actions:    []string{"kms:*"},
-			Resources:  []string{"*"},
-			Principals: []iam.GetPolicyDocumentStatementPrincipal{{Type: "AWS", Identifiers: []string{"arn:aws:iam::" + caller.AccountId + ":root"}}},
-		},
-		{
-			Sid:        pulumi.StringRef("LogsEncryptThisAccountsLogGroups"),
-			Actions:    []string{"kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"},
-			Resources:  []string{"*"},
-			Principals: []iam.GetPolicyDocumentStatementPrincipal{{Type: "Service", Identifiers: []string{"logs." + cfg.Region + ".amazonaws.com"}}},
-			Conditions: []iam.GetPolicyDocumentStatementCondition{{Test: "ArnLike", Variable: "kms:EncryptionContext:aws:logs:arn",
-				Values: []string{fmt.Sprintf("arn:aws:logs:%s:%s:log-group:*", cfg.Region, caller.AccountId)}}},
-		},
-		{
-			Sid:        pulumi.StringRef("AlarmsPublishToTheEncryptedTopic"),
-			Actions:    []string{"kms:Decrypt", "kms:GenerateDataKey*"},
-			Resources:  []string{"*"},
-			Principals: []iam.GetPolicyDocumentStatementPrincipal{{Type: "Service", Identifiers: []string{"cloudwatch.amazonaws.com"}}},
-		},
-	}}, parent)
-	if err != nil {
-		return nil, err
-	}
-	key, err := kms.NewKey(ctx, name, &kms.KeyArgs{
-		Description:       pulumi.String("CloudWatch Logs and alarm topic encryption for " + cfg.Name("observability")),
-		EnableKeyRotation: pulumi.Bool(true),
-		Policy:            pulumi.String(policy.Json),
-		Tags:              cfg.Tags("observability"),
-	}, parent)
-	if err != nil {
-		return nil, err
-	}
-	o.LogsKeyArn = key.Arn
+	o.LogsKeyArn = args.Logs.KeyArn
 
 	topic, err := sns.NewTopic(ctx, name+"-alarms", &sns.TopicArgs{
 		Name:           pulumi.String(cfg.Name("alarms")),
-		KmsMasterKeyId: key.Arn,
+		KmsMasterKeyId: o.LogsKeyArn,
 		Tags:           cfg.Tags("alarms"),
 	}, parent)
 	if err != nil {
@@ -125,7 +83,7 @@ func NewObservability(ctx *pulumi.Context, name string, args ObservabilityArgs, 
 		lg, err := cloudwatch.NewLogGroup(ctx, name+"-"+g, &cloudwatch.LogGroupArgs{
 			Name:            pulumi.String("/aws/containerinsights/" + args.ClusterName + "/" + g),
 			RetentionInDays: pulumi.Int(cfg.LogRetentionDays),
-			KmsKeyId:        key.Arn,
+			KmsKeyId:        o.LogsKeyArn,
 			Tags:            cfg.Tags("logs-" + g),
 		}, parent)
 		if err != nil {
@@ -330,4 +288,96 @@ func dashboardBody(cfg Config, w Watched, lbSuffix, tgSuffix string) (string, er
 	add("Pod CPU per service (% of the node)", "Average", cpu)
 	b, err := json.Marshal(map[string]any{"widgets": widgets})
 	return string(b), err
+}
+
+// Logs is the stack's logs key and the log groups AWS services would otherwise create
+// themselves, with no retention and no key: EKS's control-plane logs and RDS's PostgreSQL logs.
+// It comes before the cluster and the database, which write into them.
+type Logs struct {
+	pulumi.ResourceState
+
+	KeyArn      pulumi.StringOutput // encrypts every log group of the stack and the alarm topic
+	EksLogGroup *cloudwatch.LogGroup
+	DbLogGroup  *cloudwatch.LogGroup
+}
+
+// LogsArgs configure Logs.
+type LogsArgs struct {
+	Config       Config
+	ClusterName  string // EKS writes to /aws/eks/<cluster>/cluster
+	DbIdentifier string // RDS writes to /aws/rds/instance/<identifier>/postgresql
+}
+
+// NewLogs creates the key and the two log groups (EKS user guide, "Send control plane logs to
+// CloudWatch Logs": the log group /aws/eks/<cluster-name>/cluster; RDS user guide, "Publishing
+// PostgreSQL logs to Amazon CloudWatch Logs": /aws/rds/instance/<instance>/postgresql).
+func NewLogs(ctx *pulumi.Context, name string, args LogsArgs, opts ...pulumi.ResourceOption) (*Logs, error) {
+	cfg := args.Config
+	l := &Logs{}
+	if err := ctx.RegisterComponentResource("shopmesh:observability:Logs", name, l, opts...); err != nil {
+		return nil, err
+	}
+	parent := pulumi.Parent(l)
+	caller, err := aws.GetCallerIdentity(ctx, nil, parent)
+	if err != nil {
+		return nil, err
+	}
+	// CloudWatch Logs encrypts a log group only with a key whose policy lets the Logs service
+	// use it for that account's log groups; CloudWatch alarms publish to an encrypted topic
+	// only when the key lets CloudWatch use it (CloudWatch Logs guide, "Encrypt log data in
+	// CloudWatch Logs using AWS KMS"; SNS guide, "Enable compatibility between event sources
+	// from AWS services and encrypted topics").
+	policy, err := iam.GetPolicyDocument(ctx, &iam.GetPolicyDocumentArgs{Statements: []iam.GetPolicyDocumentStatement{
+		{
+			Sid:        pulumi.StringRef("AccountAdministers"),
+			Actions:    []string{"kms:*"},
+			Resources:  []string{"*"},
+			Principals: []iam.GetPolicyDocumentStatementPrincipal{{Type: "AWS", Identifiers: []string{"arn:aws:iam::" + caller.AccountId + ":root"}}},
+		},
+		{
+			Sid:        pulumi.StringRef("LogsEncryptThisAccountsLogGroups"),
+			Actions:    []string{"kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"},
+			Resources:  []string{"*"},
+			Principals: []iam.GetPolicyDocumentStatementPrincipal{{Type: "Service", Identifiers: []string{"logs." + cfg.Region + ".amazonaws.com"}}},
+			Conditions: []iam.GetPolicyDocumentStatementCondition{{Test: "ArnLike", Variable: "kms:EncryptionContext:aws:logs:arn",
+				Values: []string{fmt.Sprintf("arn:aws:logs:%s:%s:log-group:*", cfg.Region, caller.AccountId)}}},
+		},
+		{
+			Sid:        pulumi.StringRef("AlarmsPublishToTheEncryptedTopic"),
+			Actions:    []string{"kms:Decrypt", "kms:GenerateDataKey*"},
+			Resources:  []string{"*"},
+			Principals: []iam.GetPolicyDocumentStatementPrincipal{{Type: "Service", Identifiers: []string{"cloudwatch.amazonaws.com"}}},
+		},
+	}}, parent)
+	if err != nil {
+		return nil, err
+	}
+	// The key was the observability component's: the alias keeps it, and what it encrypts.
+	moved := pulumi.Aliases([]pulumi.Alias{{ParentURN: pulumi.URN(fmt.Sprintf("urn:pulumi:%s::%s::shopmesh:observability:Observability::observability",
+		ctx.Stack(), ctx.Project()))}})
+	key, err := kms.NewKey(ctx, "observability", &kms.KeyArgs{
+		Description:       pulumi.String("CloudWatch Logs and alarm topic encryption for " + cfg.Name("observability")),
+		EnableKeyRotation: pulumi.Bool(true),
+		Policy:            pulumi.String(policy.Json),
+		Tags:              cfg.Tags("observability"),
+	}, parent, moved)
+	if err != nil {
+		return nil, err
+	}
+	l.KeyArn = key.Arn
+	group := func(resName, logGroup, tag string) (*cloudwatch.LogGroup, error) {
+		return cloudwatch.NewLogGroup(ctx, resName, &cloudwatch.LogGroupArgs{
+			Name: pulumi.String(logGroup), RetentionInDays: pulumi.Int(cfg.LogRetentionDays), KmsKeyId: key.Arn, Tags: cfg.Tags(tag),
+		}, parent)
+	}
+	if l.EksLogGroup, err = group(name+"-eks", "/aws/eks/"+args.ClusterName+"/cluster", "logs-eks"); err != nil {
+		return nil, err
+	}
+	if l.DbLogGroup, err = group(name+"-postgres", "/aws/rds/instance/"+args.DbIdentifier+"/postgresql", "logs-postgres"); err != nil {
+		return nil, err
+	}
+	if err := ctx.RegisterResourceOutputs(l, pulumi.Map{"keyArn": l.KeyArn}); err != nil {
+		return nil, err
+	}
+	return l, nil
 }

@@ -217,3 +217,25 @@ func TestLogsAndTracesReachCloudWatch(t *testing.T) {
 		}
 	})
 }
+
+// TestServiceLogGroupsHaveRetentionAndKey: EKS's control-plane logs and RDS's PostgreSQL logs go
+// to log groups the program creates first, with the stack's retention and key; otherwise the
+// services create them at first write, kept forever and unencrypted by the stack's key.
+func TestServiceLogGroupsHaveRetentionAndKey(t *testing.T) {
+	forStacks(t, func(t *testing.T, p *Plan, cfg Config) {
+		key := named(t, p, "aws:kms/key:Key", "observability")
+		for _, tt := range []struct{ res, logGroup, writer string }{
+			{"logs-eks", "/aws/eks/shopmesh-" + p.Stack + "-eks/cluster", "eks:index:Cluster"},
+			{"logs-postgres", "/aws/rds/instance/shopmesh-" + p.Stack + "-postgres/postgresql", "aws:rds/instance:Instance"},
+		} {
+			g := named(t, p, "aws:cloudwatch/logGroup:LogGroup", tt.res)
+			if g.Inputs["name"] != tt.logGroup || g.Inputs["retentionInDays"] != float64(cfg.LogRetentionDays) ||
+				!strings.Contains(fmt.Sprint(g.Inputs["kmsKeyId"]), key.Name) {
+				t.Errorf("%s = %v, want %s with %d days and the stack's logs key", tt.res, g.Inputs, tt.logGroup, cfg.LogRetentionDays)
+			}
+			if w := one(t, p, tt.writer); !slices.Contains(w.Dependencies, g.URN) {
+				t.Errorf("%s does not wait for %s: it would create the log group itself", tt.writer, tt.logGroup)
+			}
+		}
+	})
+}

@@ -201,7 +201,7 @@ func TestInventory(t *testing.T) {
 			"aws:apigateway/restApi:RestApi": 1, "aws:apigateway/vpcLink:VpcLink": 1,
 			"aws:apigateway/resource:Resource": 2 * len(APIServices), "aws:apigateway/method:Method": 2*len(APIServices) + 1,
 			"aws:apigateway/deployment:Deployment": 1, "aws:apigateway/stage:Stage": 1, "aws:apigateway/methodSettings:MethodSettings": 2,
-			"aws:apigateway/usagePlan:UsagePlan": 0, "aws:cloudwatch/logGroup:LogGroup": 1 + len(containerLogGroups),
+			"aws:apigateway/usagePlan:UsagePlan": 0, "aws:cloudwatch/logGroup:LogGroup": 3 + len(containerLogGroups),
 			"aws:cloudwatch/metricAlarm:MetricAlarm": 5 + len(Services), "aws:cloudwatch/dashboard:Dashboard": 1, "aws:sns/topic:Topic": 1,
 			"aws:cloudwatch/logMetricFilter:LogMetricFilter": 1, "shopmesh:observability:Observability": 1,
 			"aws:wafv2/webAcl:WebAcl": waf, "aws:wafv2/webAclAssociation:WebAclAssociation": waf,

@@ -43,11 +43,17 @@ func Program(ctx *pulumi.Context) (map[string]pulumi.Input, error) {
 	for name, arn := range cfg.AdminEntries() {
 		admins[name] = pulumi.String(arn)
 	}
-	cluster, err := NewCluster(ctx, "cluster", ClusterArgs{Config: cfg, Name: clusterName, Network: network, Admins: admins, Viewers: viewers})
+	logs, err := NewLogs(ctx, "logs", LogsArgs{Config: cfg, ClusterName: clusterName, DbIdentifier: cfg.Name("postgres")})
 	if err != nil {
 		return nil, err
 	}
-	database, err := NewDatabase(ctx, "database", DatabaseArgs{Config: cfg, Network: network, ClientSecurityGroupID: cluster.SecurityGroupID})
+	cluster, err := NewCluster(ctx, "cluster", ClusterArgs{Config: cfg, Name: clusterName, Network: network, Admins: admins, Viewers: viewers,
+		LogGroup: logs.EksLogGroup})
+	if err != nil {
+		return nil, err
+	}
+	database, err := NewDatabase(ctx, "database", DatabaseArgs{Config: cfg, Network: network, ClientSecurityGroupID: cluster.SecurityGroupID,
+		LogGroup: logs.DbLogGroup})
 	if err != nil {
 		return nil, err
 	}
@@ -55,7 +61,7 @@ func Program(ctx *pulumi.Context) (map[string]pulumi.Input, error) {
 	if err != nil {
 		return nil, err
 	}
-	obs, err := NewObservability(ctx, "observability", ObservabilityArgs{Config: cfg, Cluster: cluster, ClusterName: clusterName})
+	obs, err := NewObservability(ctx, "observability", ObservabilityArgs{Config: cfg, Cluster: cluster, ClusterName: clusterName, Logs: logs})
 	if err != nil {
 		return nil, err
 	}
@@ -132,4 +138,15 @@ func serviceTrust(ctx *pulumi.Context, service string, opts ...pulumi.InvokeOpti
 		return "", err
 	}
 	return doc.Json, nil
+}
+
+// nonNil is the resources given that are set: a dependency a caller may leave out.
+func nonNil(rs ...pulumi.Resource) []pulumi.Resource {
+	var out []pulumi.Resource
+	for _, r := range rs {
+		if r != nil {
+			out = append(out, r)
+		}
+	}
+	return out
 }
