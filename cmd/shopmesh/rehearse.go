@@ -119,8 +119,8 @@ func stackFromPlan(p *platform.Plan) (rehearsal.Stack, error) {
 		if _, ok := order[d.Name]; !ok {
 			continue // the platform's own (controllers, agents)
 		}
-		spec := asMap(at(d.Inputs, "spec.template.spec"))
-		container := asMap(at(spec, "containers.0"))
+		spec := asMap(platform.At(d.Inputs, "spec.template.spec"))
+		container := asMap(platform.At(spec, "containers.0"))
 		w := rehearsal.Workload{
 			Name: d.Name, Env: map[string]string{}, Files: map[string]string{},
 			Replicas:  num(d.Inputs, "spec.replicas"),
@@ -219,36 +219,18 @@ func stackFromPlan(p *platform.Plan) (rehearsal.Stack, error) {
 	return s, nil
 }
 
-func at(v any, path string) any {
-	for _, part := range strings.Split(path, ".") {
-		switch x := v.(type) {
-		case map[string]any:
-			v = x[part]
-		case []any:
-			var i int
-			if _, err := fmt.Sscan(part, &i); err != nil || i >= len(x) {
-				return nil
-			}
-			v = x[i]
-		default:
-			return nil
-		}
-	}
-	return v
-}
-
 func asMap(v any) map[string]any { m, _ := v.(map[string]any); return m }
 func asList(v any) []any         { l, _ := v.([]any); return l }
 
 func str(m map[string]any, path string) string {
-	if v := at(m, path); v != nil {
+	if v := platform.At(m, path); v != nil {
 		return fmt.Sprint(v)
 	}
 	return ""
 }
 
 func num(m map[string]any, path string) int {
-	switch v := at(m, path).(type) {
+	switch v := platform.At(m, path).(type) {
 	case float64:
 		return int(v)
 	case int:

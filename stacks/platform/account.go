@@ -76,16 +76,7 @@ func AccountProgram(ctx *pulumi.Context) (map[string]pulumi.Input, error) {
 }
 
 // RunAccount is account/main.go's entry point.
-func RunAccount(ctx *pulumi.Context) error {
-	outputs, err := AccountProgram(ctx)
-	if err != nil {
-		return err
-	}
-	for _, name := range sortedKeys(outputs) {
-		ctx.Export(name, outputs[name])
-	}
-	return nil
-}
+func RunAccount(ctx *pulumi.Context) error { return exported(ctx, AccountProgram) }
 
 type account struct{ partition, id string }
 

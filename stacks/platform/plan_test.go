@@ -91,23 +91,7 @@ func named(t *testing.T, p *Plan, typ, name string) Resource {
 }
 
 // at reads a nested input by a dotted path ("vpcConfig.subnetIds", "items.0.name").
-func at(v any, path string) any {
-	for _, part := range strings.Split(path, ".") {
-		switch x := v.(type) {
-		case map[string]any:
-			v = x[part]
-		case []any:
-			var i int
-			if _, err := fmt.Sscan(part, &i); err != nil || i >= len(x) {
-				return nil
-			}
-			v = x[i]
-		default:
-			return nil
-		}
-	}
-	return v
-}
+func at(v any, path string) any { return At(v, path) }
 
 // asStrings reads a list input (or a single string, as IAM documents allow) as strings.
 func asStrings(v any) []string {

@@ -117,8 +117,11 @@ func Program(ctx *pulumi.Context) (map[string]pulumi.Input, error) {
 }
 
 // Run is stacks/main.go's entry point: the program with its outputs exported.
-func Run(ctx *pulumi.Context) error {
-	outputs, err := Program(ctx)
+func Run(ctx *pulumi.Context) error { return exported(ctx, Program) }
+
+// exported runs program and exports its outputs.
+func exported(ctx *pulumi.Context, program func(*pulumi.Context) (map[string]pulumi.Input, error)) error {
+	outputs, err := program(ctx)
 	if err != nil {
 		return err
 	}
