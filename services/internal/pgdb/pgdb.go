@@ -202,9 +202,16 @@ func migrate(ctx context.Context, pool *pgxpool.Pool, schema string, migrations 
 		_, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(hashtext($1))`, "shopmesh-migrate:"+schema)
 	}()
 
-	ident := pgx.Identifier{schema}.Sanitize()
-	if _, err := conn.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+ident); err != nil {
-		return fmt.Errorf("migrate: create schema %s: %w", schema, err)
+	// A login confined to its schema (Bootstrap) may not create schemas, and PostgreSQL checks
+	// that before IF NOT EXISTS: create the schema only when it is missing.
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, schema).Scan(&exists); err != nil {
+		return fmt.Errorf("migrate: look for schema %s: %w", schema, err)
+	}
+	if !exists {
+		if _, err := conn.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+pgx.Identifier{schema}.Sanitize()); err != nil {
+			return fmt.Errorf("migrate: create schema %s: %w", schema, err)
+		}
 	}
 	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 		version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
