@@ -116,7 +116,9 @@ func TestRolesCarryTheBoundary(t *testing.T) {
 					continue
 				}
 				bounded := slices.Equal(asStrings(st.Condition["StringEquals"]["iam:PermissionsBoundary"]), []string{arn})
-				ownTag := slices.Equal(asStrings(st.Condition["StringEquals"]["aws:ResourceTag/environment"]), []string{p.Stack})
+				ownTag := slices.Equal(asStrings(st.Condition["StringEquals"]["aws:ResourceTag/environment"]), []string{p.Stack}) ||
+					slices.Equal(asStrings(st.Condition["StringEqualsIfExists"]["aws:ResourceTag/environment"]), []string{p.Stack}) &&
+						slices.Equal(asStrings(st.Condition["StringEqualsIfExists"]["aws:RequestTag/environment"]), []string{p.Stack})
 				switch {
 				case slices.Contains(roleWrites, a) && !bounded:
 					t.Errorf("the deploy role may %s without the boundary condition", a)

@@ -52,12 +52,17 @@ var DeployServices = map[string][]string{
 // deployIAMReads are the IAM reads a deploy needs (roles, policies, providers, the boundary).
 var deployIAMReads = []string{"iam:Get*", "iam:List*"}
 
-// deployRoleUpkeep are the IAM actions on this stack's own roles, instance profiles and their
-// tags for which AWS has no boundary condition: allowed on what carries the stack's
-// environment tag (aws:ResourceTag), and a tag written must name the stack (aws:RequestTag).
-var deployRoleUpkeep = []string{"iam:DeleteRole", "iam:UpdateRole", "iam:UpdateAssumeRolePolicy", "iam:TagRole", "iam:UntagRole",
-	"iam:CreateInstanceProfile", "iam:DeleteInstanceProfile", "iam:AddRoleToInstanceProfile", "iam:RemoveRoleFromInstanceProfile",
-	"iam:TagInstanceProfile", "iam:UntagInstanceProfile"}
+// deployRoleUpkeep are the IAM actions on this stack's own roles and instance profiles for which
+// AWS has no boundary condition: allowed only on what carries the stack's environment tag
+// (aws:ResourceTag), which pulumi-eks's roles carry too (its tags apply to what it creates).
+var deployRoleUpkeep = []string{"iam:DeleteRole", "iam:UpdateRole", "iam:UpdateAssumeRolePolicy", "iam:UntagRole",
+	"iam:DeleteInstanceProfile", "iam:AddRoleToInstanceProfile", "iam:RemoveRoleFromInstanceProfile", "iam:UntagInstanceProfile"}
+
+// deployTagging create instance profiles and tag roles and profiles, also while they are being
+// created (CreateRole with tags needs iam:TagRole, when there is no resource tag to compare yet):
+// a tag written must name the stack and a tagged resource must be the stack's, where either
+// exists (IfExists), so no other stack's role or profile is retagged into this one's.
+var deployTagging = []string{"iam:CreateInstanceProfile", "iam:TagRole", "iam:TagInstanceProfile"}
 
 // deployOIDCActions: the cluster's own OIDC provider (IRSA), which pulumi-eks creates per cluster.
 var deployOIDCActions = []string{"iam:CreateOpenIDConnectProvider", "iam:DeleteOpenIDConnectProvider", "iam:UpdateOpenIDConnectProviderThumbprint",
@@ -169,11 +174,13 @@ func deployStatements(cfg Config) iam.GetPolicyDocumentStatementArray {
 	bounded := statement("RolesOnlyWithTheBoundary", roleWrites)
 	bounded.Conditions = condition("StringEquals", "iam:PermissionsBoundary", cfg.BoundaryArn)
 	upkeep := statement("UpkeepOfThisStacksRoles", deployRoleUpkeep)
-	upkeep.Conditions = append(condition("StringEquals", "aws:ResourceTag/environment", cfg.Environment),
+	upkeep.Conditions = condition("StringEquals", "aws:ResourceTag/environment", cfg.Environment)
+	tagging := statement("TagThisStacksRoles", deployTagging)
+	tagging.Conditions = append(condition("StringEqualsIfExists", "aws:ResourceTag/environment", cfg.Environment),
 		condition("StringEqualsIfExists", "aws:RequestTag/environment", cfg.Environment)...)
 	return iam.GetPolicyDocumentStatementArray{
 		statement("ManagedServices", services),
-		bounded, upkeep,
+		bounded, upkeep, tagging,
 		statement("IAMReads", deployIAMReads),
 		statement("ClusterOidcProvider", deployOIDCActions),
 		pass, linked,
