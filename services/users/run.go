@@ -12,6 +12,7 @@ import (
 	"github.com/shopmesh/shopmesh/api"
 	"github.com/shopmesh/shopmesh/services/internal/jwtauth"
 
+	"github.com/shopmesh/shopmesh/services/internal/dbbootstrap"
 	"github.com/shopmesh/shopmesh/services/internal/periodic"
 	"github.com/shopmesh/shopmesh/services/internal/pgdb"
 	"github.com/shopmesh/shopmesh/services/internal/web"
@@ -19,6 +20,11 @@ import (
 
 // Run starts the users service and serves until ctx is done.
 func Run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	// The deploy's bootstrap Job runs the users image once as `users bootstrap-db`: a database
+	// login per data service (package dbbootstrap).
+	if len(args) == 2 && args[1] == "bootstrap-db" {
+		return dbbootstrap.Run(ctx, getenv, stdout)
+	}
 	return web.Run(ctx, args, getenv, stdout, "users", LoadConfig, func(c Config) web.Config { return c.HTTP }, NewServer)
 }
 

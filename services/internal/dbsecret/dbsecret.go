@@ -63,6 +63,15 @@ func New(ctx context.Context, secretID string, o Options) (*Source, error) {
 	if secretID == "" {
 		return nil, errors.New("database secret: no secret ARN given")
 	}
+	client, err := NewClient(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	return NewWithClient(client, secretID), nil
+}
+
+// NewClient is a Secrets Manager client configured as New configures its own.
+func NewClient(ctx context.Context, o Options) (*secretsmanager.Client, error) {
 	var load []func(*awsconfig.LoadOptions) error
 	if o.Region != "" {
 		load = append(load, awsconfig.WithRegion(o.Region))
@@ -74,12 +83,11 @@ func New(ctx context.Context, secretID string, o Options) (*Source, error) {
 	if cfg.Region == "" {
 		return nil, errors.New("database secret: no AWS region: set AWS_REGION")
 	}
-	client := secretsmanager.NewFromConfig(cfg, func(opts *secretsmanager.Options) {
+	return secretsmanager.NewFromConfig(cfg, func(opts *secretsmanager.Options) {
 		if o.Endpoint != "" {
 			opts.BaseEndpoint = aws.String(o.Endpoint)
 		}
-	})
-	return NewWithClient(client, secretID), nil
+	}), nil
 }
 
 // NewWithClient returns a source that reads through client.

@@ -50,7 +50,9 @@ func Bootstrap(ctx context.Context, conn *pgx.Conn, logins []Login) error {
 		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 			for _, sql := range []string{
 				`DO $$ BEGIN CREATE ROLE ` + role + `; EXCEPTION WHEN duplicate_object THEN NULL; END $$`,
-				`ALTER ROLE ` + role + ` WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOBYPASSRLS PASSWORD ` + password,
+				// Created with PostgreSQL's defaults (no superuser, createdb, createrole or
+				// bypassrls); RDS's master user, not a superuser, may not even name those.
+				`ALTER ROLE ` + role + ` WITH LOGIN PASSWORD ` + password,
 				`GRANT CONNECT ON DATABASE ` + db + ` TO ` + role,
 				// The owner may grant a role to itself only when it is a member: RDS's master
 				// user is not a superuser, and ALTER … OWNER TO needs membership in the new owner.

@@ -31,6 +31,29 @@ type SecretsManager struct {
 	current version
 	pending *version
 	n       int
+	// others are further secrets by ARN (AddSecret), written with PutSecretValue; nil: none yet.
+	others map[string]*version
+}
+
+// AddSecret adds a secret with no value yet, as Pulumi creates one, that PutSecretValue writes
+// and GetSecretValue then reads.
+func (sm *SecretsManager) AddSecret(arn string) {
+	sm.mu.Lock()
+	defer sm.mu.Unlock()
+	if sm.others == nil {
+		sm.others = map[string]*version{}
+	}
+	sm.others[arn] = nil
+}
+
+// Value is what secret arn holds (AWSCURRENT): its user and password, or ok false.
+func (sm *SecretsManager) Value(arn string) (user, password string, ok bool) {
+	sm.mu.Lock()
+	defer sm.mu.Unlock()
+	if v := sm.others[arn]; v != nil {
+		return v.user, v.password, true
+	}
+	return "", "", false
 }
 
 type version struct{ id, user, password string }
@@ -75,20 +98,28 @@ func (sm *SecretsManager) serve(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(status)
 		_ = json.NewEncoder(w).Encode(map[string]string{"__type": typ, "message": msg})
 	}
-	if r.Method != http.MethodPost || r.Header.Get("X-Amz-Target") != "secretsmanager.GetSecretValue" {
-		fail(400, "InvalidRequestException", "only GetSecretValue is served here")
+	target := r.Header.Get("X-Amz-Target")
+	if r.Method != http.MethodPost || (target != "secretsmanager.GetSecretValue" && target != "secretsmanager.PutSecretValue") {
+		fail(400, "InvalidRequestException", "only GetSecretValue and PutSecretValue are served here")
 		return
 	}
 	if auth := r.Header.Get("Authorization"); !strings.HasPrefix(auth, "AWS4-HMAC-SHA256 ") || !strings.Contains(auth, "/secretsmanager/aws4_request") {
 		fail(400, "IncompleteSignature", "request is not SigV4-signed for secretsmanager")
 		return
 	}
-	var in struct{ SecretId, VersionStage string }
+	var in struct{ SecretId, VersionStage, SecretString string }
 	if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
 		fail(400, "InvalidRequestException", err.Error())
 		return
 	}
 	sm.Calls.Add(1)
+	sm.mu.Lock()
+	other, isOther := sm.others[in.SecretId]
+	sm.mu.Unlock()
+	if target == "secretsmanager.PutSecretValue" || isOther {
+		sm.serveOther(w, target, in.SecretId, in.SecretString, other, isOther, fail)
+		return
+	}
 	sm.mu.Lock()
 	v, stage := sm.current, in.VersionStage
 	if stage == "" {
@@ -113,6 +144,36 @@ func (sm *SecretsManager) serve(w http.ResponseWriter, r *http.Request) {
 		"ARN": ARN, "Name": "rds!db-test", "VersionId": v.id, "SecretString": string(secret),
 		"VersionStages": []string{stage}, "CreatedDate": 1.7e9,
 	})
+}
+
+// serveOther answers for a secret added with AddSecret: PutSecretValue stores a new AWSCURRENT,
+// GetSecretValue reads it (ResourceNotFoundException while it has none, as AWS answers).
+func (sm *SecretsManager) serveOther(w http.ResponseWriter, target, arn, value string, v *version, known bool, fail func(int, string, string)) {
+	if !known {
+		fail(400, "ResourceNotFoundException", "Secrets Manager can't find the specified secret.")
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+	if target == "secretsmanager.PutSecretValue" {
+		var body struct{ Username, Password string }
+		if err := json.Unmarshal([]byte(value), &body); err != nil {
+			fail(400, "InvalidRequestException", "SecretString: "+err.Error())
+			return
+		}
+		sm.mu.Lock()
+		nv := sm.next(body.Username, body.Password)
+		sm.others[arn] = &nv
+		sm.mu.Unlock()
+		_ = json.NewEncoder(w).Encode(map[string]any{"ARN": arn, "Name": arn, "VersionId": nv.id, "VersionStages": []string{"AWSCURRENT"}})
+		return
+	}
+	if v == nil {
+		fail(400, "ResourceNotFoundException", "Secrets Manager can't find the specified secret value for staging label: AWSCURRENT")
+		return
+	}
+	secret, _ := json.Marshal(map[string]string{"username": v.user, "password": v.password})
+	_ = json.NewEncoder(w).Encode(map[string]any{"ARN": arn, "Name": arn, "VersionId": v.id, "SecretString": string(secret),
+		"VersionStages": []string{"AWSCURRENT"}, "CreatedDate": 1.7e9})
 }
 
 // Region is the secret's region.
