@@ -45,23 +45,29 @@ func awsEnv() map[string]string {
 	}
 }
 
-// secretsManager stands for the Secrets Manager secret RDS keeps for its master user (RDS User
-// Guide, "Password management with Amazon RDS and AWS Secrets Manager": JSON with username and
-// password), over the AWS JSON 1.1 protocol GetSecretValue uses (X-Amz-Target
-// secretsmanager.GetSecretValue; errors as {"__type": …}). It serves one secret, by its ARN,
-// to SigV4-signed requests of the pod identity.
+// secretsManager stands for the stack's database secrets: the one RDS keeps for its master user
+// (RDS User Guide, "Password management with Amazon RDS and AWS Secrets Manager": JSON with
+// username and password) and each service's login secret, which the program creates empty and the
+// bootstrap Job writes. It speaks the AWS JSON 1.1 protocol (X-Amz-Target
+// secretsmanager.GetSecretValue and PutSecretValue; errors as {"__type": …}) to requests signed
+// with the pod identity; a secret with no value yet is ResourceNotFoundException, as AWS answers.
 type secretsManager struct {
-	arn, user, password string
-	srv                 *http.Server
-	ln                  net.Listener
+	srv *http.Server
+	ln  net.Listener
+
+	mu      sync.Mutex
+	secrets map[string]*[2]string // ARN → user, password; nil: no value yet
 }
 
-func newSecretsManager(arn, user, password string) (*secretsManager, error) {
+func newSecretsManager(master, user, password string, logins []string) (*secretsManager, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	sm := &secretsManager{arn: arn, user: user, password: password, ln: ln}
+	sm := &secretsManager{ln: ln, secrets: map[string]*[2]string{master: {user, password}}}
+	for _, arn := range logins {
+		sm.secrets[arn] = nil
+	}
 	sm.srv = &http.Server{Handler: http.HandlerFunc(sm.serve), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = sm.srv.Serve(ln) }()
 	return sm, nil
@@ -69,6 +75,16 @@ func newSecretsManager(arn, user, password string) (*secretsManager, error) {
 
 func (sm *secretsManager) URL() string  { return "http://" + sm.ln.Addr().String() }
 func (sm *secretsManager) Close() error { return sm.srv.Close() }
+
+// value is what secret arn holds.
+func (sm *secretsManager) value(arn string) (user, password string, ok bool) {
+	sm.mu.Lock()
+	defer sm.mu.Unlock()
+	if v := sm.secrets[arn]; v != nil {
+		return v[0], v[1], true
+	}
+	return "", "", false
+}
 
 func (sm *secretsManager) serve(w http.ResponseWriter, r *http.Request) {
 	fail := func(status int, typ, msg string) {
@@ -81,27 +97,44 @@ func (sm *secretsManager) serve(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusBadRequest, "UnrecognizedClientException", "the request is not signed with the pod's AWS identity")
 		return
 	}
-	if r.Header.Get("X-Amz-Target") != "secretsmanager.GetSecretValue" {
-		fail(http.StatusBadRequest, "AccessDeniedException", "the pod's role allows secretsmanager:GetSecretValue only")
+	target := r.Header.Get("X-Amz-Target")
+	if target != "secretsmanager.GetSecretValue" && target != "secretsmanager.PutSecretValue" {
+		fail(http.StatusBadRequest, "AccessDeniedException", "the stack's roles may get and put secret values only")
 		return
 	}
-	var in struct{ SecretId, VersionStage string }
+	var in struct{ SecretId, VersionStage, SecretString string }
 	if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
 		fail(http.StatusBadRequest, "SerializationException", err.Error())
 		return
 	}
-	if in.SecretId != sm.arn {
-		fail(http.StatusBadRequest, "AccessDeniedException", "the pod's role may read "+sm.arn+" only, not "+in.SecretId)
+	sm.mu.Lock()
+	v, known := sm.secrets[in.SecretId]
+	sm.mu.Unlock()
+	if !known {
+		fail(http.StatusBadRequest, "ResourceNotFoundException", "Secrets Manager can't find the specified secret: "+in.SecretId)
 		return
 	}
-	if in.VersionStage != "" && in.VersionStage != "AWSCURRENT" {
-		fail(http.StatusBadRequest, "ResourceNotFoundException", "no version with stage "+in.VersionStage)
-		return
-	}
-	secret, _ := json.Marshal(map[string]string{"username": sm.user, "password": sm.password})
 	w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+	if target == "secretsmanager.PutSecretValue" {
+		var body struct{ Username, Password string }
+		if err := json.Unmarshal([]byte(in.SecretString), &body); err != nil || body.Password == "" {
+			fail(http.StatusBadRequest, "InvalidRequestException", "SecretString must be JSON with username and password")
+			return
+		}
+		sm.mu.Lock()
+		sm.secrets[in.SecretId] = &[2]string{body.Username, body.Password}
+		sm.mu.Unlock()
+		_ = json.NewEncoder(w).Encode(map[string]any{"ARN": in.SecretId, "Name": in.SecretId, "VersionId": "00000000-0000-4000-8000-000000000002",
+			"VersionStages": []string{"AWSCURRENT"}})
+		return
+	}
+	if v == nil || (in.VersionStage != "" && in.VersionStage != "AWSCURRENT") {
+		fail(http.StatusBadRequest, "ResourceNotFoundException", "Secrets Manager can't find the specified secret value for staging label: "+in.VersionStage)
+		return
+	}
+	secret, _ := json.Marshal(map[string]string{"username": v[0], "password": v[1]})
 	_ = json.NewEncoder(w).Encode(map[string]any{
-		"ARN": sm.arn, "Name": sm.arn, "VersionId": "00000000-0000-4000-8000-000000000001",
+		"ARN": in.SecretId, "Name": in.SecretId, "VersionId": "00000000-0000-4000-8000-000000000001",
 		"SecretString": string(secret), "VersionStages": []string{"AWSCURRENT"},
 	})
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
 	"regexp"
@@ -65,6 +66,7 @@ type rehearsal struct {
 	logDir string
 
 	db, dbRole, dbPassword string
+	loginRoles             []string // the logins the bootstrap Job made, dropped with the database
 	pgAdmin                *url.URL
 	redisAddr              string
 	cacheUser, cachePass   string
@@ -106,6 +108,9 @@ func Run(ctx context.Context, s Stack, o Options) (err error) {
 		return err
 	}
 	if err := r.standIns(); err != nil {
+		return err
+	}
+	if err := r.runJobs(ctx); err != nil {
 		return err
 	}
 	if err := r.startWorkloads(ctx); err != nil {
@@ -196,7 +201,8 @@ func (r *rehearsal) engines(ctx context.Context) error {
 		// Members of this group must give their password where the server trusts 127.0.0.1
 		// otherwise (scripts/test-postgres.sh adds the pg_hba.conf rule).
 		"DO $$ BEGIN CREATE ROLE " + passwordGroup + " NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$",
-		"CREATE ROLE " + r.dbRole + " LOGIN IN ROLE " + passwordGroup + " PASSWORD '" + r.dbPassword + "'",
+		// RDS's master user may create roles (rds_superuser), and is no superuser.
+		"CREATE ROLE " + r.dbRole + " LOGIN CREATEROLE IN ROLE " + passwordGroup + " PASSWORD '" + r.dbPassword + "'",
 		"CREATE DATABASE " + r.db + " OWNER " + r.dbRole,
 	} {
 		if _, err := admin.Exec(ctx, q); err != nil {
@@ -210,6 +216,9 @@ func (r *rehearsal) engines(ctx context.Context) error {
 		}
 		defer c.Close(context.Background())
 		_, _ = c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+r.db+" WITH (FORCE)")
+		for _, role := range r.loginRoles {
+			_, _ = c.Exec(context.Background(), "DROP ROLE IF EXISTS "+pgx.Identifier{role}.Sanitize())
+		}
 		_, _ = c.Exec(context.Background(), "DROP ROLE IF EXISTS "+r.dbRole)
 	})
 	checked := "the server checks it"
@@ -248,10 +257,20 @@ func (r *rehearsal) engines(ctx context.Context) error {
 }
 
 func (r *rehearsal) standIns() error {
+	// The master user's secret is the one the bootstrap Job reads; each data service reads its
+	// login's (before the bootstrap existed: the master's too).
 	var arn, cacheName, region string
-	for _, w := range r.s.Workloads {
-		if v := w.Env["DATABASE_SECRET_ARN"]; v != "" {
+	for _, j := range r.s.Jobs {
+		if v := j.Env["DATABASE_SECRET_ARN"]; v != "" {
 			arn = v
+		}
+	}
+	var logins []string
+	for _, w := range r.s.Workloads {
+		if v := w.Env["DATABASE_SECRET_ARN"]; v != "" && arn == "" {
+			arn = v
+		} else if v != "" && v != arn {
+			logins = append(logins, v)
 		}
 		if v := w.Env["REDIS_CACHE_NAME"]; v != "" {
 			cacheName = v
@@ -261,7 +280,7 @@ func (r *rehearsal) standIns() error {
 		}
 	}
 	var err error
-	if r.secrets, err = newSecretsManager(arn, r.dbRole, r.dbPassword); err != nil {
+	if r.secrets, err = newSecretsManager(arn, r.dbRole, r.dbPassword, logins); err != nil {
 		return err
 	}
 	r.closers = append(r.closers, func() { r.secrets.Close() })
@@ -507,5 +526,60 @@ func (r *rehearsal) registerTarget(ctx context.Context, p *pod) error {
 		}
 	}
 	r.nlb.Register(sc.Addr())
+	return nil
+}
+
+// runJobs runs each Job to completion, as Pulumi waits for a Job before what depends on it, and
+// has the server check the passwords of the logins the bootstrap made.
+func (r *rehearsal) runJobs(ctx context.Context) error {
+	for _, j := range r.s.Jobs {
+		// The logins it makes (shopmesh_<schema>, package dbbootstrap) go with the database,
+		// even when it fails half-way.
+		for _, pair := range strings.Split(j.Env["DATABASE_LOGINS"], ",") {
+			if schema, _, ok := strings.Cut(pair, "="); ok {
+				r.loginRoles = append(r.loginRoles, "shopmesh_"+schema)
+			}
+		}
+		env, err := r.env(&Workload{Name: j.Name, Env: j.Env})
+		if err != nil {
+			return err
+		}
+		jctx, cancel := context.WithTimeout(ctx, time.Minute)
+		cmd := exec.CommandContext(jctx, filepath.Join(r.o.Bin, j.Binary), j.Args...)
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + r.logDir}
+		for _, k := range sortedKeys(env) {
+			cmd.Env = append(cmd.Env, k+"="+env[k])
+		}
+		out, err := cmd.CombinedOutput()
+		cancel()
+		_ = os.WriteFile(filepath.Join(r.logDir, j.Name+".log"), out, 0o600)
+		if err != nil {
+			return fmt.Errorf("the %s Job (%s %s) failed (%v):\n    %s\n    fix: its environment in the stack, or the master user's secret",
+				j.Name, j.Binary, strings.Join(j.Args, " "), err, strings.ReplaceAll(strings.TrimSpace(string(out)), "\n", "\n    "))
+		}
+		fmt.Fprintf(r.out, "  job %s (%s %s) completed:\n    %s\n", j.Name, j.Binary, strings.Join(j.Args, " "),
+			strings.ReplaceAll(strings.TrimSpace(string(out)), "\n", "\n    "))
+	}
+	return r.checkLoginPasswords(ctx)
+}
+
+// checkLoginPasswords puts the logins the bootstrap stored in their secrets into the group whose
+// passwords this machine's server checks (scripts/test-postgres.sh), and records them to drop.
+func (r *rehearsal) checkLoginPasswords(ctx context.Context) error {
+	admin, err := pgx.Connect(ctx, r.o.Postgres)
+	if err != nil {
+		return err
+	}
+	defer admin.Close(ctx)
+	for _, w := range r.s.Workloads {
+		arn := w.Env["DATABASE_SECRET_ARN"]
+		user, _, ok := r.secrets.value(arn)
+		if arn == "" || !ok || user == r.dbRole {
+			continue
+		}
+		if _, err := admin.Exec(ctx, "GRANT "+passwordGroup+" TO "+pgx.Identifier{user}.Sanitize()); err != nil {
+			return fmt.Errorf("PostgreSQL: login %s of %s: %w", user, w.Name, err)
+		}
+	}
 	return nil
 }

@@ -18,6 +18,8 @@ import (
 type Stack struct {
 	Name      string // dev, prod
 	Namespace string // the workloads' namespace: "<svc>.<ns>.svc.cluster.local" names a Service
+	// Jobs run to completion before the workloads start (the database logins' bootstrap).
+	Jobs []Job
 	// Workloads in start order: a service's callees come before it.
 	Workloads []Workload
 	Cache     Cache
@@ -35,6 +37,14 @@ type Workload struct {
 	Readiness string            // readiness probe path
 	PreStop   time.Duration     // the preStop sleep
 	Grace     time.Duration     // terminationGracePeriodSeconds
+}
+
+// Job is a Kubernetes Job: a service's binary run once with arguments and an environment.
+type Job struct {
+	Name   string
+	Binary string // the service whose image it runs
+	Args   []string
+	Env    map[string]string
 }
 
 // Cache is the rate-limit cache's user, as the stack declares it.

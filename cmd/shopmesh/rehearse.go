@@ -163,6 +163,23 @@ func stackFromPlan(p *platform.Plan) (rehearsal.Stack, error) {
 		return s, fmt.Errorf("the plan renders %d of the %d service Deployments (is shopmesh:workloads false?)", len(s.Workloads), len(order))
 	}
 
+	for _, j := range p.ByType("kubernetes:batch/v1:Job") {
+		container := asMap(platform.At(j.Inputs, "spec.template.spec.containers.0"))
+		image := str(container, "image") // <registry>/shopmesh/<stack>/<service>:<tag>@<digest>
+		repo, _, _ := strings.Cut(image, ":")
+		job := rehearsal.Job{Name: j.Name, Binary: path.Base(repo), Env: map[string]string{}}
+		for _, a := range asList(container["args"]) {
+			job.Args = append(job.Args, fmt.Sprint(a))
+		}
+		for _, e := range asList(container["env"]) {
+			job.Env[str(asMap(e), "name")] = str(asMap(e), "value")
+		}
+		if !contains(platform.Services, job.Binary) {
+			return s, fmt.Errorf("the %s Job runs image %q, not one of the services' (the rehearsal runs their binaries)", j.Name, image)
+		}
+		s.Jobs = append(s.Jobs, job)
+	}
+
 	users := p.ByType("aws:elasticache/user:User")
 	if len(users) != 1 {
 		return s, fmt.Errorf("%d ElastiCache users in the plan, want the gateway's one", len(users))

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -36,8 +37,8 @@ func statements(t *testing.T, doc any) []policyStatement {
 }
 
 // TestDatabaseCredentialsAreReadAtRunTime: no password in the plan (so none in state or etcd);
-// each data service's pods read the RDS-managed secret through their own IRSA role, which may
-// read that secret and nothing else.
+// each data service's pods read their own login's secret through their own IRSA role, which may
+// read that secret and nothing else; only the bootstrap Job reads the master user's.
 func TestDatabaseCredentialsAreReadAtRunTime(t *testing.T) {
 	forStacks(t, func(t *testing.T, p *Plan, cfg Config) {
 		if n := len(p.ByType("kubernetes:core/v1:Secret")); n != 0 {
@@ -71,9 +72,13 @@ func TestDatabaseCredentialsAreReadAtRunTime(t *testing.T) {
 			if err != nil || u.User != nil || u.Query().Get("sslmode") != "require" || u.Path != "/"+DatabaseName {
 				t.Errorf("%s DATABASE_URL = %q (%v), want the server and database only, TLS required", svc, cm.Data["DATABASE_URL"], err)
 			}
-			if !strings.Contains(cm.Data["DATABASE_SECRET_ARN"], ":secretsmanager:"+cfg.Region+":") || !strings.Contains(cm.Data["DATABASE_SECRET_ARN"], ":secret:rds!db-") ||
-				cm.Data["AWS_REGION"] != cfg.Region {
-				t.Errorf("%s: DATABASE_SECRET_ARN %q, AWS_REGION %q, want the instance's managed secret and %s", svc, cm.Data["DATABASE_SECRET_ARN"], cm.Data["AWS_REGION"], cfg.Region)
+			own := named(t, p, "aws:secretsmanager/secret:Secret", svc+"-db")
+			if own.Inputs["name"] != "shopmesh-"+p.Stack+"-db-"+svc || !strings.HasSuffix(cm.Data["DATABASE_SECRET_ARN"], "/"+fmt.Sprint(own.Inputs["name"])) ||
+				strings.Contains(cm.Data["DATABASE_SECRET_ARN"], ":secret:rds!db-") || cm.Data["AWS_REGION"] != cfg.Region {
+				t.Errorf("%s: DATABASE_SECRET_ARN %q, AWS_REGION %q, want its own login's secret and %s", svc, cm.Data["DATABASE_SECRET_ARN"], cm.Data["AWS_REGION"], cfg.Region)
+			}
+			if d := named(t, p, "kubernetes:apps/v1:Deployment", svc); !slices.Contains(d.Dependencies, named(t, p, "kubernetes:batch/v1:Job", BootstrapJob).URN) {
+				t.Errorf("the %s Deployment does not wait for the bootstrap Job that makes its login", svc)
 			}
 			role := named(t, p, "aws:iam/role:Role", svc+"-db")
 			if !strings.HasSuffix(roleArn, ":role/"+svc+"-db") {
@@ -402,4 +407,47 @@ func awsModule(token string) (string, bool) {
 	}
 	module, _, _ := strings.Cut(rest, "/")
 	return module, true
+}
+
+// TestBootstrapJobMakesTheLogins: the Job runs the users image as `users bootstrap-db`, without a
+// sidecar, hardened like every pod, with the master user's secret and a login secret per data
+// service, and an IRSA role that may read the master secret and read and write those, no more.
+func TestBootstrapJobMakesTheLogins(t *testing.T) {
+	forStacks(t, func(t *testing.T, p *Plan, _ Config) {
+		var job batchv1.Job
+		if err := decodeStrict(named(t, p, "kubernetes:batch/v1:Job", BootstrapJob).Inputs, &job); err != nil {
+			t.Fatal(err)
+		}
+		pod := job.Spec.Template.Spec
+		c := pod.Containers[0]
+		env := map[string]string{}
+		for _, e := range c.Env {
+			env[e.Name] = e.Value
+		}
+		if !strings.Contains(c.Image, "/users:") || !slices.Equal(c.Args, []string{"bootstrap-db"}) ||
+			job.Spec.Template.Annotations["sidecar.istio.io/inject"] != "false" || pod.RestartPolicy != "OnFailure" ||
+			c.SecurityContext == nil || c.SecurityContext.ReadOnlyRootFilesystem == nil || !*c.SecurityContext.ReadOnlyRootFilesystem {
+			t.Errorf("bootstrap Job: image %s, args %v, annotations %v, restart %s: want users bootstrap-db, no sidecar, hardened",
+				c.Image, c.Args, job.Spec.Template.Annotations, pod.RestartPolicy)
+		}
+		var logins []string
+		var secrets []string
+		for _, svc := range sortedKeys(dataServices) {
+			arn := fmt.Sprint(named(t, p, "aws:secretsmanager/secret:Secret", svc+"-db").Inputs["arn"])
+			if arn == "<nil>" || arn == "" {
+				arn = "arn:aws:secretsmanager:eu-west-1:" + fakeAccount + ":secret/shopmesh-" + p.Stack + "-db-" + svc
+			}
+			logins = append(logins, svc+"="+arn)
+			secrets = append(secrets, arn)
+		}
+		if env["DATABASE_LOGINS"] != strings.Join(logins, ",") || !strings.Contains(env["DATABASE_SECRET_ARN"], ":secret:rds!db-") {
+			t.Errorf("bootstrap env %v, want DATABASE_LOGINS %s and the master user's secret", env, strings.Join(logins, ","))
+		}
+		grants := statements(t, named(t, p, "aws:iam/rolePolicy:RolePolicy", BootstrapJob).Inputs["policy"])
+		if len(grants) != 2 || !slices.Equal(asStrings(grants[0].Resource), []string{env["DATABASE_SECRET_ARN"]}) ||
+			!slices.Equal(asStrings(grants[0].Action), []string{"secretsmanager:GetSecretValue"}) ||
+			!slices.Equal(asStrings(grants[1].Resource), secrets) {
+			t.Errorf("the bootstrap role may %+v, want to read the master secret and read and write the three login secrets", grants)
+		}
+	})
 }

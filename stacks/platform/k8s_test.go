@@ -12,6 +12,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -25,6 +26,7 @@ var upstream = map[string]func() any{
 	"kubernetes:core/v1:Secret":                           func() any { return &corev1.Secret{} },
 	"kubernetes:core/v1:Service":                          func() any { return &corev1.Service{} },
 	"kubernetes:apps/v1:Deployment":                       func() any { return &appsv1.Deployment{} },
+	"kubernetes:batch/v1:Job":                             func() any { return &batchv1.Job{} },
 	"kubernetes:autoscaling/v2:HorizontalPodAutoscaler":   func() any { return &autoscalingv2.HorizontalPodAutoscaler{} },
 	"kubernetes:policy/v1:PodDisruptionBudget":            func() any { return &policyv1.PodDisruptionBudget{} },
 	"kubernetes:networking.k8s.io/v1:NetworkPolicy":       func() any { return &networkingv1.NetworkPolicy{} },

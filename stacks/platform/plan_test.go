@@ -172,6 +172,7 @@ func TestInventory(t *testing.T) {
 		for typ, n := range perService {
 			want[typ] = n * len(Services)
 		}
+		want["kubernetes:core/v1:ServiceAccount"]++ // the bootstrap Job's
 		scaled, waf, releases := 0, 0, 4
 		if cfg.Autoscaling {
 			scaled, releases = len(Services), 5 // the Cluster Autoscaler
@@ -190,7 +191,8 @@ func TestInventory(t *testing.T) {
 			"aws:cloudwatch/logMetricFilter:LogMetricFilter": 1, "shopmesh:observability:Observability": 1,
 			"aws:wafv2/webAcl:WebAcl": waf, "aws:wafv2/webAclAssociation:WebAclAssociation": waf,
 			"kubernetes:helm.sh/v3:Release": releases, "kubernetes:core/v1:Namespace": 2, "kubernetes:core/v1:Secret": 0,
-			"kubernetes:networking.k8s.io/v1:NetworkPolicy":      2 + len(Services),
+			"kubernetes:networking.k8s.io/v1:NetworkPolicy": 3 + len(Services), // and the bootstrap Job's
+			"kubernetes:batch/v1:Job":                       1, "aws:secretsmanager/secret:Secret": len(dataServices),
 			"kubernetes:security.istio.io/v1:PeerAuthentication": 2, "kubernetes:elbv2.k8s.aws/v1beta1:TargetGroupBinding": 1,
 			"kubernetes:autoscaling/v2:HorizontalPodAutoscaler": scaled, "kubernetes:policy/v1:PodDisruptionBudget": scaled,
 			"kubernetes:core/v1:ConfigMap": len(Services) + 1, // and the gateway's route table

@@ -71,6 +71,12 @@ func NewWorkloads(ctx *pulumi.Context, name string, args WorkloadsArgs, opts ...
 	}
 
 	parent := pulumi.Parent(w)
+	// A database login per data service, each confined to its schema: made by the bootstrap
+	// Job, its password in the service's own secret, which the service alone may read.
+	logins, err := databaseLogins(ctx, args, ns, meta, k8s, parent)
+	if err != nil {
+		return nil, err
+	}
 	for _, svc := range Services {
 		labels := pulumi.StringMap{"app": pulumi.String(svc), "app.kubernetes.io/part-of": pulumi.String("shopmesh")}
 		saMeta := meta(svc, labels)
@@ -79,13 +85,13 @@ func NewWorkloads(ctx *pulumi.Context, name string, args WorkloadsArgs, opts ...
 			// The service reads the database password itself, through IRSA, when it opens a
 			// connection: no password in Pulumi state or in a Kubernetes object, and a rotated
 			// one is picked up without a redeploy.
-			role, err := databaseReader(ctx, args, ns, svc, parent)
+			role, err := databaseReader(ctx, args, ns, svc, logins.secrets[svc].Arn, parent)
 			if err != nil {
 				return nil, err
 			}
 			saMeta.Annotations = pulumi.StringMap{"eks.amazonaws.com/role-arn": role.Arn}
-			env["DATABASE_URL"] = pulumi.Sprintf("postgres://%s:%d/%s?sslmode=require", args.Database.Address, args.Database.Port, args.Database.Name)
-			env["DATABASE_SECRET_ARN"] = args.Database.SecretArn
+			env["DATABASE_URL"] = databaseURL(args.Database)
+			env["DATABASE_SECRET_ARN"] = logins.secrets[svc].Arn
 			env["AWS_REGION"] = pulumi.String(cfg.Region)
 		}
 		var err error
@@ -144,6 +150,9 @@ func NewWorkloads(ctx *pulumi.Context, name string, args WorkloadsArgs, opts ...
 			return nil, err
 		}
 		deploymentOpts := k8s
+		if dataServices[svc] { // its login exists once the bootstrap has run
+			deploymentOpts = append(append([]pulumi.ResourceOption{}, k8s...), pulumi.DependsOn([]pulumi.Resource{logins.job}))
+		}
 		if svc == "gateway" {
 			// The gateway's pods come after the load balancer controller and their
 			// TargetGroupBinding: the controller's webhook injects the readiness gate only
@@ -300,10 +309,7 @@ func deploymentSpec(cfg Config, svc string, labels pulumi.StringMap, sa *corev1.
 				ServiceAccountName:            sa.Metadata.Name(),
 				AutomountServiceAccountToken:  pulumi.Bool(false),
 				TerminationGracePeriodSeconds: pulumi.Int(terminationSeconds),
-				SecurityContext: &corev1.PodSecurityContextArgs{
-					RunAsNonRoot: pulumi.Bool(true), RunAsUser: pulumi.Int(65532), RunAsGroup: pulumi.Int(65532), FsGroup: pulumi.Int(65532),
-					SeccompProfile: &corev1.SeccompProfileArgs{Type: pulumi.String("RuntimeDefault")},
-				},
+				SecurityContext:               podSecurity(),
 				TopologySpreadConstraints: corev1.TopologySpreadConstraintArray{corev1.TopologySpreadConstraintArgs{
 					MaxSkew: pulumi.Int(1), TopologyKey: pulumi.String("topology.kubernetes.io/zone"),
 					WhenUnsatisfiable: pulumi.String("ScheduleAnyway"),
@@ -325,17 +331,30 @@ func deploymentSpec(cfg Config, svc string, labels pulumi.StringMap, sa *corev1.
 						Requests: pulumi.StringMap{"cpu": pulumi.String("100m"), "memory": pulumi.String("128Mi")},
 						Limits:   pulumi.StringMap{"cpu": pulumi.String("1"), "memory": pulumi.String(memoryLimit)},
 					},
-					SecurityContext: &corev1.SecurityContextArgs{
-						AllowPrivilegeEscalation: pulumi.Bool(false),
-						ReadOnlyRootFilesystem:   pulumi.Bool(true),
-						RunAsNonRoot:             pulumi.Bool(true),
-						Capabilities:             &corev1.CapabilitiesArgs{Drop: pulumi.StringArray{pulumi.String("ALL")}},
-					},
-					VolumeMounts: mounts,
+					SecurityContext: containerSecurity(),
+					VolumeMounts:    mounts,
 				}},
 				Volumes: volumes,
 			},
 		},
+	}
+}
+
+// podSecurity and containerSecurity are every pod's: non-root, the runtime's seccomp profile,
+// a read-only root, no privilege escalation, no capabilities.
+func podSecurity() *corev1.PodSecurityContextArgs {
+	return &corev1.PodSecurityContextArgs{
+		RunAsNonRoot: pulumi.Bool(true), RunAsUser: pulumi.Int(65532), RunAsGroup: pulumi.Int(65532), FsGroup: pulumi.Int(65532),
+		SeccompProfile: &corev1.SeccompProfileArgs{Type: pulumi.String("RuntimeDefault")},
+	}
+}
+
+func containerSecurity() *corev1.SecurityContextArgs {
+	return &corev1.SecurityContextArgs{
+		AllowPrivilegeEscalation: pulumi.Bool(false),
+		ReadOnlyRootFilesystem:   pulumi.Bool(true),
+		RunAsNonRoot:             pulumi.Bool(true),
+		Capabilities:             &corev1.CapabilitiesArgs{Drop: pulumi.StringArray{pulumi.String("ALL")}},
 	}
 }
 
@@ -450,6 +469,12 @@ func networkPolicies(ctx *pulumi.Context, cfg Config, ns string, network *Networ
 		}
 		policies["allow-"+svc] = &networkingv1.NetworkPolicySpecArgs{PodSelector: app(svc), PolicyTypes: both, Ingress: ingress, Egress: egress}
 	}
+	// The bootstrap Job: PostgreSQL and the AWS APIs (STS for its role, Secrets Manager), nothing in.
+	policies["allow-"+BootstrapJob] = &networkingv1.NetworkPolicySpecArgs{PodSelector: app(BootstrapJob), PolicyTypes: both,
+		Egress: networkingv1.NetworkPolicyEgressRuleArray{
+			networkingv1.NetworkPolicyEgressRuleArgs{To: vpc, Ports: networkingv1.NetworkPolicyPortArray{port(5432, "TCP")}},
+			networkingv1.NetworkPolicyEgressRuleArgs{To: awsAPIs, Ports: networkingv1.NetworkPolicyPortArray{port(443, "TCP")}},
+		}}
 	for _, name := range sortedKeys(policies) {
 		if _, err := networkingv1.NewNetworkPolicy(ctx, name, &networkingv1.NetworkPolicyArgs{
 			Metadata: meta(name, pulumi.StringMap{"app.kubernetes.io/part-of": pulumi.String("shopmesh")}),
@@ -534,14 +559,19 @@ func cacheClient(ctx *pulumi.Context, args WorkloadsArgs, ns, svc string, parent
 	}, parent)
 }
 
-func databaseReader(ctx *pulumi.Context, args WorkloadsArgs, ns, svc string, parent pulumi.ResourceOrInvokeOption) (*iam.Role, error) {
+func databaseReader(ctx *pulumi.Context, args WorkloadsArgs, ns, svc string, secret pulumi.StringOutput, parent pulumi.ResourceOrInvokeOption) (*iam.Role, error) {
 	return args.Cluster.ServiceAccountRole(ctx, svc+"-db", ns, svc, args.Config, iam.GetPolicyDocumentStatementArray{
 		iam.GetPolicyDocumentStatementArgs{
-			Sid:       pulumi.String("ReadDatabaseSecret"),
+			Sid:       pulumi.String("ReadOwnLoginSecret"),
 			Actions:   pulumi.ToStringArray([]string{"secretsmanager:GetSecretValue"}),
-			Resources: pulumi.StringArray{args.Database.SecretArn},
+			Resources: pulumi.StringArray{secret},
 		},
 	}, parent)
+}
+
+// databaseURL names the server and database, never a user or password (those come from a secret).
+func databaseURL(db *Database) pulumi.StringOutput {
+	return pulumi.Sprintf("postgres://%s:%d/%s?sslmode=require", db.Address, db.Port, db.Name)
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
