@@ -23,6 +23,9 @@ ARG SERVICE
 LABEL org.opencontainers.image.source="https://github.com/shopmesh/shopmesh" \
       org.opencontainers.image.title="shopmesh-${SERVICE}"
 COPY --from=build /out/service /service
+# The RDS CA bundle (all regions) that DATABASE_URL's sslrootcert names: the services verify the
+# database's certificate and name (sslmode=verify-full).
+ADD --chmod=444 https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem /etc/ssl/certs/rds-global-bundle.pem
 # 65532 is distroless's nonroot user; the Deployments run as it too (runAsNonRoot).
 USER 65532:65532
 EXPOSE 8080

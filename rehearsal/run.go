@@ -343,6 +343,15 @@ func (r *rehearsal) env(w *Workload) (map[string]string, error) {
 				return nil, fmt.Errorf("%s: DATABASE_URL %q: %w", w.Name, v, err)
 			}
 			u.Host, u.Path = r.pgAdmin.Host, "/"+r.db
+			// This machine's server has no certificate from RDS's CA: TLS is still required,
+			// the certificate is not verified.
+			if q := u.Query(); q.Get("sslmode") == "verify-full" {
+				if _, err := os.Stat(q.Get("sslrootcert")); err != nil {
+					q.Set("sslmode", "require")
+					q.Del("sslrootcert")
+					u.RawQuery = q.Encode()
+				}
+			}
 			nv = u.String()
 		case "REDIS_URL":
 			u, err := url.Parse(nv)

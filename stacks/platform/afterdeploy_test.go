@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"os"
 	"path"
 	"regexp"
 	"slices"
@@ -69,8 +70,8 @@ func TestDatabaseCredentialsAreReadAtRunTime(t *testing.T) {
 				continue
 			}
 			u, err := url.Parse(cm.Data["DATABASE_URL"])
-			if err != nil || u.User != nil || u.Query().Get("sslmode") != "require" || u.Path != "/"+DatabaseName {
-				t.Errorf("%s DATABASE_URL = %q (%v), want the server and database only, TLS required", svc, cm.Data["DATABASE_URL"], err)
+			if err != nil || u.User != nil || u.Query().Get("sslmode") != "verify-full" || u.Query().Get("sslrootcert") != RDSCABundle || u.Path != "/"+DatabaseName {
+				t.Errorf("%s DATABASE_URL = %q (%v), want the server and database only, its certificate verified against the RDS bundle", svc, cm.Data["DATABASE_URL"], err)
 			}
 			own := named(t, p, "aws:secretsmanager/secret:Secret", svc+"-db")
 			if own.Inputs["name"] != "shopmesh-"+p.Stack+"-db-"+svc || !strings.HasSuffix(cm.Data["DATABASE_SECRET_ARN"], "/"+fmt.Sprint(own.Inputs["name"])) ||
@@ -450,4 +451,16 @@ func TestBootstrapJobMakesTheLogins(t *testing.T) {
 			t.Errorf("the bootstrap role may %+v, want to read the master secret and read and write the three login secrets", grants)
 		}
 	})
+}
+
+// TestImagesShipTheRDSCABundle: the certificate bundle the services verify RDS against is in
+// every image, readable by the non-root user, where DATABASE_URL names it.
+func TestImagesShipTheRDSCABundle(t *testing.T) {
+	b, err := os.ReadFile("../../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "ADD --chmod=444 " + RDSCABundleURL + " " + RDSCABundle; !strings.Contains(string(b), want) {
+		t.Errorf("the Dockerfile does not add the RDS CA bundle: want the line %q", want)
+	}
 }

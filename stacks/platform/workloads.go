@@ -569,9 +569,19 @@ func databaseReader(ctx *pulumi.Context, args WorkloadsArgs, ns, svc string, sec
 	}, parent)
 }
 
-// databaseURL names the server and database, never a user or password (those come from a secret).
+// databaseURL names the server and database, never a user or password (those come from a
+// secret), and verifies the server's certificate and name against the RDS CA bundle the image
+// ships (RDSCABundle): sslmode=require would encrypt to any server answering at that name.
 func databaseURL(db *Database) pulumi.StringOutput {
-	return pulumi.Sprintf("postgres://%s:%d/%s?sslmode=require", db.Address, db.Port, db.Name)
+	return pulumi.Sprintf("postgres://%s:%d/%s?sslmode=verify-full&sslrootcert=%s", db.Address, db.Port, db.Name, RDSCABundle)
 }
+
+// The RDS certificate bundle for all regions (RDS User Guide, "Using SSL/TLS to encrypt a
+// connection to a DB instance or cluster": certificate bundles), which the Dockerfile adds to
+// every image at RDSCABundle.
+const (
+	RDSCABundleURL = "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
+	RDSCABundle    = "/etc/ssl/certs/rds-global-bundle.pem"
+)
 
 func itoa(n int) string { return strconv.Itoa(n) }
