@@ -3,8 +3,6 @@ package dbbootstrap_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"net/url"
 	"strings"
 	"testing"
@@ -22,41 +20,25 @@ import (
 // it makes a login per schema and stores each password in that schema's secret; each login then
 // opens. A second run keeps the passwords.
 func TestBootstrapCommand(t *testing.T) {
-	server := pgtest.URL(t)
 	ctx := context.Background()
-	admin, err := pgx.Connect(ctx, server)
-	if err != nil {
+	db := pgtest.NewScratch(t, "dbboot")
+	master := db.Role("dbboot_master")
+	schemas := []string{"alpha_" + db.Suffix, "beta_" + db.Suffix}
+	for _, schema := range schemas {
+		// The login the bootstrap makes, shopmesh_<schema>, is dropped with the rest.
+		db.Role(dbbootstrap.RolePrefix + strings.TrimSuffix(schema, "_"+db.Suffix))
+	}
+	if _, err := db.Admin.Exec(ctx, `CREATE ROLE `+master+` LOGIN CREATEROLE IN ROLE `+pgtest.PasswordGroup+` PASSWORD 'master-password'`); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { admin.Close(context.Background()) })
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	suffix := hex.EncodeToString(b)
-	database, master := "dbboot_"+suffix, "dbboot_master_"+suffix
-	schemas := []string{"alpha_" + suffix, "beta_" + suffix}
-	for _, sql := range []string{
-		`CREATE ROLE ` + master + ` LOGIN CREATEROLE IN ROLE ` + pgtest.PasswordGroup + ` PASSWORD 'master-password'`,
-		`CREATE DATABASE ` + database + ` OWNER ` + master,
-	} {
-		if _, err := admin.Exec(ctx, sql); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Cleanup(func() {
-		_, _ = admin.Exec(context.Background(), "DROP DATABASE IF EXISTS "+database+" WITH (FORCE)")
-		for _, role := range append([]string{master}, dbbootstrap.RolePrefix+schemas[0], dbbootstrap.RolePrefix+schemas[1]) {
-			if _, err := admin.Exec(context.Background(), "DROP ROLE IF EXISTS "+role); err != nil {
-				t.Errorf("drop %s: %v", role, err)
-			}
-		}
-	})
+	db.Create(t, master)
 	dbsecrettest.SetCredentials(t)
 	sm := dbsecrettest.StartSecretsManager(t, master, "master-password")
-	u, err := url.Parse(server)
+	u, err := url.Parse(db.URL(t, "", ""))
 	if err != nil {
 		t.Fatal(err)
 	}
-	u.User, u.Path = nil, "/"+database
+	u.User = nil
 	env := sm.Env()
 	env["DATABASE_URL"] = u.String()
 	var pairs []string

@@ -2,9 +2,6 @@ package pgdb_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"net/url"
 	"strings"
 	"testing"
 
@@ -19,39 +16,12 @@ import (
 // then logs in as each service: each reads and migrates its own schema, keeps the data already
 // there, and is refused the other's schema and the public one.
 func TestBootstrapConfinesEachLoginToItsSchema(t *testing.T) {
-	server := pgtest.URL(t)
 	ctx := context.Background()
-	admin, err := pgx.Connect(ctx, server)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { admin.Close(context.Background()) }) // last: the cleanups below use it
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	suffix := hex.EncodeToString(b)
-	database := "bootstrap_" + suffix
-	users, products := "boot_users_"+suffix, "boot_products_"+suffix
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+database); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		for _, sql := range []string{"DROP DATABASE IF EXISTS " + database + " WITH (FORCE)", "DROP ROLE IF EXISTS " + users, "DROP ROLE IF EXISTS " + products} {
-			if _, err := admin.Exec(context.Background(), sql); err != nil {
-				t.Errorf("%s: %v", sql, err)
-			}
-		}
-	})
-	at := func(user, password string) string {
-		u, err := url.Parse(server)
-		if err != nil {
-			t.Fatal(err)
-		}
-		u.Path = "/" + database
-		if user != "" {
-			u.User = url.UserPassword(user, password)
-		}
-		return u.String()
-	}
+	db := pgtest.NewScratch(t, "bootstrap")
+	admin := db.Admin
+	users, products := db.Role("boot_users"), db.Role("boot_products")
+	db.Create(t, "")
+	at := func(user, password string) string { return db.URL(t, user, password) }
 	owner, err := pgx.Connect(ctx, at("", ""))
 	if err != nil {
 		t.Fatal(err)

@@ -121,3 +121,75 @@ func PasswordRole(t testing.TB, password string) (serverURL, role string, admin 
 	}
 	return serverURL, role, admin
 }
+
+// Scratch is a database of a test's own, for what may not touch the shared test database
+// (roles, grants on the database, REVOKE … FROM PUBLIC), and the roles the test makes for it.
+// The database goes first, then the roles, when the test ends.
+type Scratch struct {
+	Admin  *pgx.Conn // a superuser connection to the server
+	Name   string    // the database
+	Suffix string    // random, for the names of what the test makes
+	server string
+	roles  []string
+}
+
+// NewScratch names a database prefix_<suffix> (Create makes it) and connects as the admin.
+func NewScratch(t testing.TB, prefix string) *Scratch {
+	t.Helper()
+	server := URL(t)
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	s := &Scratch{Admin: admin, Suffix: hex.EncodeToString(b), server: server}
+	s.Name = prefix + "_" + s.Suffix
+	t.Cleanup(func() {
+		ctx := context.Background()
+		if _, err := admin.Exec(ctx, "DROP DATABASE IF EXISTS "+s.Name+" WITH (FORCE)"); err != nil {
+			t.Errorf("drop database %s: %v", s.Name, err)
+		}
+		for i := len(s.roles) - 1; i >= 0; i-- {
+			if _, err := admin.Exec(ctx, "DROP ROLE IF EXISTS "+pgx.Identifier{s.roles[i]}.Sanitize()); err != nil {
+				t.Errorf("drop role %s: %v", s.roles[i], err)
+			}
+		}
+		admin.Close(ctx)
+	})
+	return s
+}
+
+// Role returns name_<suffix>, dropped when the test ends (after the database).
+func (s *Scratch) Role(name string) string {
+	r := name + "_" + s.Suffix
+	s.roles = append(s.roles, r)
+	return r
+}
+
+// Create creates the database, owned by owner (empty: the admin user).
+func (s *Scratch) Create(t testing.TB, owner string) {
+	t.Helper()
+	sql := "CREATE DATABASE " + s.Name
+	if owner != "" {
+		sql += " OWNER " + pgx.Identifier{owner}.Sanitize()
+	}
+	if _, err := s.Admin.Exec(context.Background(), sql); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// URL is the database's URL with user and password (none: DATABASE_URL's own).
+func (s *Scratch) URL(t testing.TB, user, password string) string {
+	t.Helper()
+	u, err := url.Parse(s.server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/" + s.Name
+	if user != "" {
+		u.User = url.UserPassword(user, password)
+	}
+	return u.String()
+}
